@@ -29,7 +29,9 @@
     X(CORRUPT, 15, "corrupt data on disk")                                                        \
     X(SHUTTING_DOWN, 16, "server is shutting down")                                               \
     X(COMPACTED, 17, "requested history has been compacted")                                      \
-    X(NOT_LEADER, 18, "this server is not the leader")
+    X(NOT_LEADER, 18, "this server is not the leader")                                            \
+    X(NO_ROUTE, 19, "no such route")                                                              \
+    X(METHOD_NOT_ALLOWED, 20, "method not allowed on this route")
 
 enum corral_error {
     CORRAL_OK = 0,
