@@ -1,0 +1,205 @@
+/* engine.h: the replicated state machine behind the HTTP API.
+ *
+ * The engine holds the znode tree and the session table, turns requests into txns
+ * (prep), logs them (WAL, group commit), and applies committed txns to the tree
+ * (apply), then completes the request. It takes snapshots and recovers from them.
+ *
+ * Threading: every call is made on one thread (the event loop). Blocking disk work
+ * (WAL sync, snapshot writes) runs through host->run_blocking; its completion comes
+ * back on the loop thread. There are no locks around the tree.
+ *
+ * Time and randomness come from the host, so that the engine can be driven by a
+ * simulated clock in tests.
+ *
+ * The engine knows nothing of HTTP, JSON, libuv or nanomsg.
+ */
+#ifndef CORRAL_ENGINE_H
+#define CORRAL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "tree.h"
+
+struct engine;
+
+struct engine_options {
+    const char *data_dir;          /* WAL segments and snapshots; created if missing */
+    uint32_t max_data_bytes;       /* per znode; 0 = 1 MiB */
+    uint32_t tick_ms;              /* session timeouts are multiples; 0 = 2000 */
+    uint32_t min_session_timeout_ms; /* 0 = 2 * tick */
+    uint32_t max_session_timeout_ms; /* 0 = 20 * tick */
+    uint64_t snapshot_every;       /* txns between snapshots; 0 = 100000 */
+    uint32_t snapshots_keep;       /* snapshot files kept; 0 = 3 */
+    uint32_t reap_interval_ms;     /* container/TTL check interval; 0 = 60000 */
+    uint64_t wal_segment_bytes;    /* 0 = 64 MiB */
+};
+
+/* What the engine needs from its host. All callbacks are called on the loop thread
+ * except `work` passed to run_blocking. */
+struct engine_host {
+    void *data;
+    /* Wall clock, ms since the epoch: znode ctime/mtime. */
+    int64_t (*wall_ms)(void *data);
+    /* Monotonic clock, ms: session deadlines, reaper. */
+    uint64_t (*monotonic_ms)(void *data);
+    /* Fills buf with unpredictable bytes (session ids). */
+    void (*random_bytes)(void *data, void *buf, size_t length);
+    /* Runs work(arg) on a worker thread, then done(arg, status) on the loop thread.
+     * Returns 0, or a negative errno when the job could not be queued. */
+    int (*run_blocking)(void *data, void (*work)(void *arg), void (*done)(void *arg), void *arg);
+    /* Severity: 0 debug, 1 info, 2 warn, 3 error. */
+    void (*log)(void *data, int level, const char *message);
+};
+
+/* What recovery found, for the operator. */
+struct engine_recovery_report {
+    uint64_t snapshot_zxid;     /* 0 when no snapshot was loaded */
+    uint32_t snapshots_skipped; /* corrupt snapshots passed over */
+    uint64_t replayed;          /* txns replayed from the log */
+    uint64_t zxid;              /* last applied after recovery */
+    uint64_t wal_cut_bytes;
+    uint32_t wal_cut_segments;
+    uint64_t nodes;
+    uint64_t sessions;
+    uint64_t elapsed_ms;
+};
+
+/* Opens the data dir, loads the newest valid snapshot, replays the log after it (a
+ * torn or corrupt tail is cut and reported), and gives every restored session a fresh
+ * timeout. options and host are copied (host->data is borrowed for the engine's
+ * life). On success *out is owned by the caller (engine_close). Returns 0,
+ * CORRAL_E_IO, CORRAL_E_CORRUPT (the log contradicts itself) or CORRAL_E_NO_MEMORY. */
+int engine_open(const struct engine_options *options, const struct engine_host *host,
+                struct engine **out, struct engine_recovery_report *report);
+
+/* Stops accepting writes: pending ones that were never logged fail with
+ * CORRAL_E_SHUTTING_DOWN. Writes already in the log complete normally. */
+void engine_shutdown_begin(struct engine *e);
+/* True when nothing is in flight (no WAL batch, no snapshot write): safe to close. */
+bool engine_idle(const struct engine *e);
+/* Frees everything. engine_idle must be true. */
+void engine_close(struct engine *e);
+
+/* Drives time: session expiry, container/TTL reaping, snapshot scheduling. Call it
+ * every few tens of ms. */
+void engine_tick(struct engine *e);
+
+/* ---- reads (local state, never wait) ---- */
+
+uint64_t engine_applied_zxid(const struct engine *e);
+uint64_t engine_commit_zxid(const struct engine *e);
+uint64_t engine_epoch(const struct engine *e);
+const char *engine_role_name(const struct engine *e);
+uint64_t engine_member_id(const struct engine *e);
+uint32_t engine_max_data_bytes(const struct engine *e);
+
+/* The node at path (validated here: CORRAL_E_BAD_ARGUMENTS for a bad path). Returns 0
+ * with *out borrowed until control returns to the loop, or CORRAL_E_NO_NODE. */
+int engine_lookup(struct engine *e, const char *path, size_t length, const struct znode **out);
+
+/* ---- writes ---- */
+
+enum engine_op_type {
+    ENGINE_OP_CREATE = 1,
+    ENGINE_OP_SET = 2,
+    ENGINE_OP_DELETE = 3,
+    ENGINE_OP_CHECK = 4,
+};
+
+enum engine_create_flag {
+    ENGINE_CREATE_EPHEMERAL = 1u << 0,
+    ENGINE_CREATE_SEQUENTIAL = 1u << 1,
+    ENGINE_CREATE_CONTAINER = 1u << 2,
+};
+
+/* One znode operation of a request. Everything is borrowed for the duration of the
+ * submit call only: the engine copies what it keeps. */
+struct engine_op {
+    enum engine_op_type type;
+    const char *path;
+    size_t path_length;
+    const void *data; /* CREATE, SET */
+    size_t data_length;
+    int32_t version; /* SET, DELETE, CHECK: expected version, -1 = any */
+    uint32_t create_flags;
+    int64_t ttl_ms; /* CREATE: > 0 makes a TTL node */
+};
+
+/* The outcome of one op once applied. */
+struct engine_op_result {
+    enum engine_op_type type;
+    const char *path; /* the actual path (sequential resolved); borrowed */
+    struct znode_stat stat; /* after the op (CREATE, SET); zero for DELETE, CHECK */
+};
+
+/* The outcome of a request. Borrowed for the duration of the callback. */
+struct engine_result {
+    int error;          /* 0 or a negative CORRAL_E_* */
+    int failed_index;   /* index of the failing op of a multi, else -1 */
+    const char *error_path; /* the path the error is about, or NULL */
+    uint64_t zxid;      /* the txn's zxid; the applied zxid for sync */
+    size_t op_count;
+    const struct engine_op_result *ops;
+    uint64_t session_id; /* session open */
+    uint32_t timeout_ms; /* session open: negotiated */
+};
+
+/* Called exactly once per request accepted by a submit call (which returned 0), on the
+ * loop thread, after the txn is applied (or failed: IO, SHUTTING_DOWN). */
+typedef void (*engine_done_fn)(void *arg, const struct engine_result *result);
+
+/* Validates ops against the current state plus the changes in flight, logs them as
+ * one txn and completes through done once applied. A multi (is_multi) is all or
+ * nothing; a single op is a multi of one reported without index. session_id is the
+ * issuing session (0 = none; ephemerals need one).
+ * Returns 0 when accepted (done will be called), or a negative code right away with
+ * *error filled (failed_index, error_path borrowed from ops), nothing changed. */
+int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine_op *ops,
+                      size_t op_count, bool is_multi, engine_done_fn done, void *arg,
+                      struct engine_result *error);
+
+/* Completes once everything committed before the call is applied here. Returns 0. */
+int engine_sync(struct engine *e, engine_done_fn done, void *arg);
+
+/* ---- sessions ---- */
+
+/* Opens a session; the timeout is clamped to [min, max]. done gets session_id and
+ * timeout_ms. Returns 0 or a negative code (SHUTTING_DOWN). */
+int engine_session_open(struct engine *e, uint32_t timeout_ms, engine_done_fn done, void *arg);
+
+/* Closes a session and deletes its ephemerals in one txn. Returns 0, or
+ * CORRAL_E_SESSION_EXPIRED when it is unknown, closed or closing. */
+int engine_session_close(struct engine *e, uint64_t session_id, engine_done_fn done, void *arg);
+
+/* Refreshes a live session's deadline. Returns 0 or CORRAL_E_SESSION_EXPIRED. */
+int engine_session_touch(struct engine *e, uint64_t session_id);
+
+struct engine_session_info {
+    uint64_t id;
+    uint32_t timeout_ms;
+    uint64_t remaining_ms; /* until expiry if not heard from */
+    size_t ephemeral_count;
+    const struct znode *const *ephemerals; /* borrowed until control returns to the loop */
+};
+
+/* Returns 0 with *out filled, or CORRAL_E_SESSION_EXPIRED. */
+int engine_session_info_get(struct engine *e, uint64_t session_id, struct engine_session_info *out);
+
+/* ---- statistics ---- */
+
+struct engine_stats {
+    uint64_t nodes;
+    uint64_t sessions;
+    uint64_t data_bytes;
+    uint64_t wal_batches;
+    uint64_t wal_records;
+    uint64_t snapshots_written;
+    uint64_t last_snapshot_zxid;
+    uint64_t writes_in_flight;
+};
+void engine_stats_get(const struct engine *e, struct engine_stats *out);
+
+#endif

@@ -1,0 +1,978 @@
+/* wal.c: the write-ahead log of wal.h; segment header and record formats are the
+ * OFFSET SIZE DESCRIPTION tables at the top of wal.h, encoded byte by byte here.
+ *
+ * Memory: the log keeps only an index of segments (first index, last index, durable
+ * size) and the pending, not yet written records. Records already on disk are read back
+ * from the files by wal_replay and wal_truncate_after.
+ *
+ * Threads: everything but wal_batch_write runs on the loop thread. A batch carries
+ * copies of all it needs (fd, offset, segment name, directory fd) so the worker thread
+ * never reads struct wal while the loop thread keeps appending.
+ *
+ * A batch always goes into exactly one segment: the active one, or a new one when the
+ * active one had reached segment_bytes at take time. So a segment can overshoot
+ * segment_bytes by one batch, and a new segment is only created once every earlier one
+ * is durable, which keeps recovery simple (only the last segment can be torn). */
+#include "wal.h"
+
+#include "crc32c.h"
+#include "error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define WAL_HEADER_SIZE 16
+#define WAL_RECORD_HEADER_SIZE 28
+#define WAL_FORMAT_VERSION 1
+#define WAL_RECORD_VERSION 1
+#define WAL_RECORD_ENTRY 1
+/* Larger than any txn we accept; a length beyond it can only be garbage. */
+#define WAL_MAX_PAYLOAD (64u * 1024 * 1024)
+#define WAL_DEFAULT_SEGMENT_BYTES (64ull * 1024 * 1024)
+#define WAL_NAME_SIZE 32 /* "wal-" + 20 digits + ".log" + NUL = 29 */
+#define WAL_READ_CHUNK (1u << 20)
+
+static const uint8_t wal_magic[8] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0};
+
+struct wal_segment {
+    uint64_t first; /* index in the file name = index of its first record */
+    uint64_t last;  /* index of its last durable record */
+    uint64_t size;  /* bytes known valid and durable; reads never go past this */
+};
+
+struct wal_buf {
+    uint8_t *data; /* owned */
+    size_t len;
+    size_t cap;
+};
+
+struct wal {
+    int dir_fd;
+    int active_fd; /* last segment, open O_RDWR; -1 when there are no segments */
+    uint64_t segment_bytes;
+    struct wal_segment *segs; /* owned, sorted by first index */
+    size_t nsegs;
+    size_t segs_cap;
+    uint64_t first_index; /* counting pending and in-flight records; 0 when empty */
+    uint64_t last_index;
+    uint64_t durable_index;
+    struct wal_buf pending;
+    uint64_t pending_first; /* 0 when nothing is pending */
+    uint64_t pending_last;
+    struct wal_batch *outstanding; /* owned by the log until wal_batch_finish */
+    bool failed;                   /* a batch failed: the log refuses further batches */
+};
+
+struct wal_batch {
+    struct wal_buf records; /* owned: the pending buffer swapped in at take time */
+    uint64_t first;
+    uint64_t last;
+    int dir_fd; /* borrowed from the log, which outlives the batch */
+    int fd;     /* append target; -1 when the batch creates a segment */
+    uint64_t offset;
+    bool create;                /* the batch starts a new segment named new_name */
+    char new_name[WAL_NAME_SIZE];
+    int new_fd; /* created by wal_batch_write; owned by the batch until finish */
+};
+
+/* Little-endian helpers: explicit bytes, so the format does not depend on the host. */
+
+static void wal_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wal_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t wal_get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t wal_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint16_t wal_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static void wal_segment_name(char *name, uint64_t first)
+{
+    snprintf(name, WAL_NAME_SIZE, "wal-%020llu.log", (unsigned long long)first);
+}
+
+/* Parses "wal-<20 digits>.log"; anything else in the directory is not ours. */
+static bool wal_segment_name_parse(const char *name, uint64_t *first)
+{
+    if (strlen(name) != 28 || memcmp(name, "wal-", 4) != 0 || strcmp(name + 24, ".log") != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 4; i < 24; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *first = v;
+    return true;
+}
+
+static void wal_header_encode(uint8_t *h)
+{
+    memcpy(h, wal_magic, 8);
+    wal_put_le32(h + 8, WAL_FORMAT_VERSION);
+    wal_put_le32(h + 12, 0);
+}
+
+static bool wal_header_valid(const uint8_t *h)
+{
+    return memcmp(h, wal_magic, 8) == 0 && wal_get_le32(h + 8) == WAL_FORMAT_VERSION &&
+           wal_get_le32(h + 12) == 0;
+}
+
+static int wal_buf_reserve(struct wal_buf *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < extra) {
+        if (cap > SIZE_MAX / 2)
+            return CORRAL_E_NO_MEMORY;
+        cap *= 2;
+    }
+    uint8_t *data = realloc(b->data, cap);
+    if (!data)
+        return CORRAL_E_NO_MEMORY;
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static void wal_buf_free(struct wal_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+static int wal_pread_all(int fd, void *buf, size_t len, uint64_t offset)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* callers only read below a size they know */
+        p += n;
+        len -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* no progress: retrying would spin forever */
+        p += n;
+        len -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int wal_fsync_dir(struct wal *w)
+{
+    return fsync(w->dir_fd) == 0 ? 0 : CORRAL_E_IO;
+}
+
+/* Sequential reader over [start, limit) of one segment file. Records are usually small,
+ * so it reads in 1 MiB chunks and hands out pointers into its buffer; a record larger
+ * than the buffer grows it. */
+struct wal_reader {
+    int fd;
+    uint64_t limit;
+    struct wal_buf buf; /* owned; bytes [base, base + buf.len) of the file */
+    uint64_t base;
+};
+
+/* Makes bytes [off, off + n) available; the caller has checked off + n <= limit.
+ * Returns a pointer valid until the next call, or NULL with *err set. */
+static const uint8_t *wal_reader_get(struct wal_reader *r, uint64_t off, size_t n, int *err)
+{
+    if (off >= r->base && off + n <= r->base + r->buf.len)
+        return r->buf.data + (off - r->base);
+    size_t want = n > WAL_READ_CHUNK ? n : WAL_READ_CHUNK;
+    if (want > r->limit - off)
+        want = (size_t)(r->limit - off);
+    r->buf.len = 0;
+    if (wal_buf_reserve(&r->buf, want) != 0) {
+        *err = CORRAL_E_NO_MEMORY;
+        return NULL;
+    }
+    if (wal_pread_all(r->fd, r->buf.data, want, off) != 0) {
+        *err = CORRAL_E_IO;
+        return NULL;
+    }
+    r->base = off;
+    r->buf.len = want;
+    return r->buf.data;
+}
+
+/* A decoded record; payload points into the reader's buffer. */
+struct wal_record {
+    uint64_t index;
+    uint64_t term;
+    const uint8_t *payload;
+    uint32_t len;
+};
+
+/* Decodes and verifies the record at off. Returns 0, CORRAL_E_CORRUPT with *why set to
+ * a short description, or CORRAL_E_IO / CORRAL_E_NO_MEMORY. */
+static int wal_record_read(struct wal_reader *r, uint64_t off, bool check_crc,
+                           struct wal_record *rec, const char **why)
+{
+    int err = 0;
+    if (r->limit - off < WAL_RECORD_HEADER_SIZE) {
+        *why = "torn record header";
+        return CORRAL_E_CORRUPT;
+    }
+    const uint8_t *h = wal_reader_get(r, off, WAL_RECORD_HEADER_SIZE, &err);
+    if (!h)
+        return err;
+    uint32_t len = wal_get_le32(h + 4);
+    if (len > WAL_MAX_PAYLOAD) {
+        *why = "implausible record length";
+        return CORRAL_E_CORRUPT;
+    }
+    if (r->limit - off - WAL_RECORD_HEADER_SIZE < len) {
+        *why = "torn record (length past end of file)";
+        return CORRAL_E_CORRUPT;
+    }
+    h = wal_reader_get(r, off, WAL_RECORD_HEADER_SIZE + (size_t)len, &err);
+    if (!h)
+        return err;
+    if (check_crc &&
+        crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + (size_t)len) != wal_get_le32(h)) {
+        *why = "crc mismatch";
+        return CORRAL_E_CORRUPT;
+    }
+    if (h[8] != WAL_RECORD_VERSION) {
+        *why = "unknown record version";
+        return CORRAL_E_CORRUPT;
+    }
+    if (h[9] != WAL_RECORD_ENTRY) {
+        *why = "unknown record type";
+        return CORRAL_E_CORRUPT;
+    }
+    if (wal_get_le16(h + 10) != 0) {
+        *why = "reserved field not zero";
+        return CORRAL_E_CORRUPT;
+    }
+    rec->index = wal_get_le64(h + 12);
+    rec->term = wal_get_le64(h + 20);
+    rec->payload = h + WAL_RECORD_HEADER_SIZE;
+    rec->len = len;
+    return 0;
+}
+
+static int wal_segs_push(struct wal *w, const struct wal_segment *s)
+{
+    if (w->nsegs == w->segs_cap) {
+        size_t cap = w->segs_cap ? w->segs_cap * 2 : 8;
+        struct wal_segment *segs = realloc(w->segs, cap * sizeof(*segs));
+        if (!segs)
+            return CORRAL_E_NO_MEMORY;
+        w->segs = segs;
+        w->segs_cap = cap;
+    }
+    w->segs[w->nsegs++] = *s;
+    return 0;
+}
+
+/* Opens the last segment for appending, closing the previous active fd. */
+static int wal_active_reopen(struct wal *w)
+{
+    if (w->active_fd >= 0)
+        close(w->active_fd);
+    w->active_fd = -1;
+    if (w->nsegs == 0)
+        return 0;
+    char name[WAL_NAME_SIZE];
+    wal_segment_name(name, w->segs[w->nsegs - 1].first);
+    w->active_fd = openat(w->dir_fd, name, O_RDWR | O_CLOEXEC);
+    return w->active_fd >= 0 ? 0 : CORRAL_E_IO;
+}
+
+static int wal_mkdir_p(const char *dir)
+{
+    char *path = strdup(dir); /* owned, freed below */
+    int rc = 0;
+    if (!path)
+        return CORRAL_E_NO_MEMORY;
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            rc = CORRAL_E_IO;
+            goto out;
+        }
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+out:
+    free(path);
+    return rc;
+}
+
+static int wal_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Lists the first indexes of the segment files, sorted. *out is owned by the caller. */
+static int wal_dir_list(int dir_fd, uint64_t **out, size_t *count)
+{
+    int fd = dup(dir_fd);
+    if (fd < 0)
+        return CORRAL_E_IO;
+    DIR *d = fdopendir(fd); /* owns fd from here */
+    if (!d) {
+        close(fd);
+        return CORRAL_E_IO;
+    }
+    rewinddir(d);
+    uint64_t *v = NULL; /* owned; handed to *out on success */
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t first;
+        if (!wal_segment_name_parse(e->d_name, &first))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *nv = realloc(v, cap * sizeof(*nv));
+            if (!nv) {
+                rc = CORRAL_E_NO_MEMORY;
+                goto out;
+            }
+            v = nv;
+        }
+        v[n++] = first;
+    }
+    qsort(v, n, sizeof(*v), wal_u64_cmp);
+    *out = v;
+    *count = n;
+    v = NULL;
+out:
+    free(v);
+    closedir(d);
+    return rc;
+}
+
+/* Scans one segment. Appends it to w->segs when it holds valid records. Sets *cut to
+ * the offset of the first bad byte (the file size when all is valid) and *why. A
+ * segment without a single valid record is reported with *cut = 0: it goes entirely. */
+static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, uint64_t *cut,
+                            const char **why, uint64_t *records)
+{
+    char name[WAL_NAME_SIZE];
+    struct wal_reader r = {.fd = -1};
+    struct wal_segment seg = {.first = first, .last = 0, .size = WAL_HEADER_SIZE};
+    int rc = 0;
+    struct stat st;
+
+    *why = NULL;
+    wal_segment_name(name, first);
+    r.fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0 || fstat(r.fd, &st) != 0) {
+        rc = CORRAL_E_IO;
+        goto out;
+    }
+    *file_size = (uint64_t)st.st_size;
+    r.limit = (uint64_t)st.st_size;
+    *cut = 0;
+    if (r.limit < WAL_HEADER_SIZE) {
+        *why = "short segment header";
+        goto out;
+    }
+    const uint8_t *h = wal_reader_get(&r, 0, WAL_HEADER_SIZE, &rc);
+    if (!h)
+        goto out;
+    if (!wal_header_valid(h)) {
+        *why = "bad segment header";
+        goto out;
+    }
+    uint64_t expect = first;
+    if (w->nsegs > 0 && w->segs[w->nsegs - 1].last + 1 != first) {
+        *why = "segment does not follow the previous one";
+        goto out;
+    }
+    uint64_t off = WAL_HEADER_SIZE;
+    while (off < r.limit) {
+        struct wal_record rec;
+        rc = wal_record_read(&r, off, true, &rec, why);
+        if (rc == CORRAL_E_CORRUPT) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            goto out;
+        if (rec.index != expect) {
+            *why = "index not contiguous";
+            break;
+        }
+        seg.last = rec.index;
+        expect++;
+        (*records)++;
+        off += WAL_RECORD_HEADER_SIZE + (uint64_t)rec.len;
+    }
+    if (seg.last == 0) {
+        /* Header only: a roll that crashed before its first record became durable. */
+        if (!*why)
+            *why = "segment holds no record";
+        goto out;
+    }
+    *cut = off;
+    seg.size = off;
+    rc = wal_segs_push(w, &seg);
+out:
+    if (r.fd >= 0)
+        close(r.fd);
+    wal_buf_free(&r.buf);
+    return rc;
+}
+
+static int wal_recover(struct wal *w, struct wal_recovery_report *rep)
+{
+    uint64_t *firsts = NULL; /* owned */
+    size_t n = 0;
+    int rc = wal_dir_list(w->dir_fd, &firsts, &n);
+    if (rc != 0)
+        return rc;
+    size_t i;
+    bool cut = false;
+    for (i = 0; i < n; i++) {
+        uint64_t size = 0, valid = 0;
+        const char *why = NULL;
+        char name[WAL_NAME_SIZE];
+        rc = wal_segment_scan(w, firsts[i], &size, &valid, &why, &rep->records);
+        if (rc != 0)
+            goto out;
+        if (!why)
+            continue;
+        wal_segment_name(name, firsts[i]);
+        bool empty_last = valid == 0 && i + 1 == n && size == WAL_HEADER_SIZE &&
+                          strcmp(why, "segment holds no record") == 0;
+        if (!empty_last) {
+            cut = true;
+            snprintf(rep->cut_reason, sizeof(rep->cut_reason), "segment %s offset %llu: %s",
+                     name, (unsigned long long)(valid ? valid : 0), why);
+        }
+        if (valid == 0) {
+            if (unlinkat(w->dir_fd, name, 0) != 0) {
+                rc = CORRAL_E_IO;
+                goto out;
+            }
+            if (!empty_last) {
+                rep->cut_segments++;
+                rep->cut_bytes += size;
+            }
+        } else if (valid < size) {
+            int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || ftruncate(fd, (off_t)valid) != 0 || fsync(fd) != 0) {
+                if (fd >= 0)
+                    close(fd);
+                rc = CORRAL_E_IO;
+                goto out;
+            }
+            close(fd);
+            rep->cut_bytes += size - valid;
+        }
+        i++;
+        break;
+    }
+    /* Everything after the cut point depends on what was cut, so none of it is trusted. */
+    for (; i < n; i++) {
+        char name[WAL_NAME_SIZE];
+        struct stat st;
+        wal_segment_name(name, firsts[i]);
+        if (fstatat(w->dir_fd, name, &st, 0) == 0)
+            rep->cut_bytes += (uint64_t)st.st_size;
+        if (unlinkat(w->dir_fd, name, 0) != 0) {
+            rc = CORRAL_E_IO;
+            goto out;
+        }
+        rep->cut_segments++;
+        cut = true;
+    }
+    if (n > 0 && (cut || w->nsegs < n))
+        rc = wal_fsync_dir(w);
+    if (cut)
+        fprintf(stderr, "wal: cut %s (%llu bytes, %u later segments)\n", rep->cut_reason,
+                (unsigned long long)rep->cut_bytes, rep->cut_segments);
+out:
+    free(firsts);
+    return rc;
+}
+
+int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery_report *report)
+{
+    struct wal_recovery_report rep;
+    struct wal *w = NULL; /* owned until handed to *out */
+    int rc;
+
+    memset(&rep, 0, sizeof(rep));
+    *out = NULL;
+    if (!opts || !opts->dir)
+        return CORRAL_E_BAD_ARGUMENTS;
+    rc = wal_mkdir_p(opts->dir);
+    if (rc != 0)
+        return rc;
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return CORRAL_E_NO_MEMORY;
+    w->active_fd = -1;
+    w->segment_bytes = opts->segment_bytes ? opts->segment_bytes : WAL_DEFAULT_SEGMENT_BYTES;
+    w->dir_fd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dir_fd < 0) {
+        rc = CORRAL_E_IO;
+        goto out;
+    }
+    rc = wal_recover(w, &rep);
+    if (rc != 0)
+        goto out;
+    rc = wal_active_reopen(w);
+    if (rc != 0)
+        goto out;
+    if (w->nsegs > 0) {
+        w->first_index = w->segs[0].first;
+        w->last_index = w->segs[w->nsegs - 1].last;
+        w->durable_index = w->last_index;
+    }
+    rep.first_index = w->first_index;
+    rep.last_index = w->last_index;
+    *out = w;
+    w = NULL;
+out:
+    if (w)
+        wal_close(w);
+    if (report)
+        *report = rep;
+    return rc;
+}
+
+void wal_close(struct wal *w)
+{
+    if (!w)
+        return;
+    if (w->active_fd >= 0)
+        close(w->active_fd);
+    if (w->dir_fd >= 0)
+        close(w->dir_fd);
+    wal_buf_free(&w->pending);
+    free(w->segs);
+    free(w);
+}
+
+uint64_t wal_first_index(const struct wal *w)
+{
+    return w->first_index;
+}
+
+uint64_t wal_last_index(const struct wal *w)
+{
+    return w->last_index;
+}
+
+uint64_t wal_durable_index(const struct wal *w)
+{
+    return w->durable_index;
+}
+
+int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload, size_t len)
+{
+    /* Index 0 means "empty" in this API, so it can never name a record. */
+    if (index == 0 || (w->last_index != 0 && index != w->last_index + 1))
+        return CORRAL_E_BAD_ARGUMENTS;
+    if (len > WAL_MAX_PAYLOAD || (len > 0 && !payload))
+        return CORRAL_E_BAD_ARGUMENTS;
+    int rc = wal_buf_reserve(&w->pending, WAL_RECORD_HEADER_SIZE + len);
+    if (rc != 0)
+        return rc;
+    uint8_t *h = w->pending.data + w->pending.len;
+    wal_put_le32(h + 4, (uint32_t)len);
+    h[8] = WAL_RECORD_VERSION;
+    h[9] = WAL_RECORD_ENTRY;
+    h[10] = h[11] = 0;
+    wal_put_le64(h + 12, index);
+    wal_put_le64(h + 20, term);
+    if (len > 0)
+        memcpy(h + WAL_RECORD_HEADER_SIZE, payload, len);
+    wal_put_le32(h, crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + len));
+    w->pending.len += WAL_RECORD_HEADER_SIZE + len;
+    if (w->pending_first == 0)
+        w->pending_first = index;
+    w->pending_last = index;
+    if (w->first_index == 0)
+        w->first_index = index;
+    w->last_index = index;
+    return 0;
+}
+
+int wal_batch_take(struct wal *w, struct wal_batch **out)
+{
+    *out = NULL;
+    if (w->failed)
+        return CORRAL_E_IO;
+    if (w->outstanding || w->pending_first == 0)
+        return 0;
+    struct wal_batch *b = calloc(1, sizeof(*b)); /* owned by the log until finish */
+    if (!b)
+        return CORRAL_E_NO_MEMORY;
+    b->records = w->pending; /* the batch takes the buffer; appends start a new one */
+    memset(&w->pending, 0, sizeof(w->pending));
+    b->first = w->pending_first;
+    b->last = w->pending_last;
+    w->pending_first = w->pending_last = 0;
+    b->dir_fd = w->dir_fd;
+    b->new_fd = -1;
+    if (w->nsegs == 0 || w->segs[w->nsegs - 1].size >= w->segment_bytes) {
+        b->create = true;
+        b->fd = -1;
+        b->offset = WAL_HEADER_SIZE;
+        wal_segment_name(b->new_name, b->first);
+    } else {
+        b->fd = w->active_fd;
+        b->offset = w->segs[w->nsegs - 1].size;
+    }
+    w->outstanding = b;
+    *out = b;
+    return 0;
+}
+
+int wal_batch_write(struct wal_batch *b)
+{
+    int fd = b->fd;
+    int rc;
+    if (b->create) {
+        uint8_t h[WAL_HEADER_SIZE];
+        b->new_fd = openat(b->dir_fd, b->new_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (b->new_fd < 0)
+            return -errno;
+        fd = b->new_fd;
+        wal_header_encode(h);
+        rc = wal_pwrite_all(fd, h, sizeof(h), 0);
+        if (rc != 0)
+            return rc;
+    }
+    rc = wal_pwrite_all(fd, b->records.data, b->records.len, b->offset);
+    if (rc != 0)
+        return rc;
+    /* One fdatasync for the whole batch: this is the group commit. */
+    if (fdatasync(fd) != 0)
+        return -errno;
+    /* The new name must be durable too, or a crash could lose the whole segment. */
+    if (b->create && fsync(b->dir_fd) != 0)
+        return -errno;
+    return 0;
+}
+
+int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
+{
+    int rc = 0;
+    if (!b || b != w->outstanding)
+        return CORRAL_E_BAD_ARGUMENTS;
+    w->outstanding = NULL;
+    if (write_result != 0) {
+        /* No retry: after a failed fdatasync the kernel may have dropped the pages, so
+         * what is on disk is unknown. The log refuses further batches. */
+        w->failed = true;
+        rc = CORRAL_E_IO;
+        goto out;
+    }
+    if (b->create) {
+        struct wal_segment seg = {.first = b->first,
+                                  .last = b->last,
+                                  .size = WAL_HEADER_SIZE + (uint64_t)b->records.len};
+        rc = wal_segs_push(w, &seg);
+        if (rc != 0) {
+            w->failed = true;
+            goto out;
+        }
+        if (w->active_fd >= 0)
+            close(w->active_fd);
+        w->active_fd = b->new_fd;
+        b->new_fd = -1;
+    } else {
+        w->segs[w->nsegs - 1].last = b->last;
+        w->segs[w->nsegs - 1].size += b->records.len;
+    }
+    w->durable_index = b->last;
+out:
+    if (b->new_fd >= 0)
+        close(b->new_fd);
+    wal_buf_free(&b->records);
+    free(b);
+    return rc;
+}
+
+int wal_sync_now(struct wal *w)
+{
+    if (w->outstanding)
+        return CORRAL_E_BAD_ARGUMENTS; /* cannot wait for a batch another thread owns */
+    for (;;) {
+        struct wal_batch *b;
+        int rc = wal_batch_take(w, &b);
+        if (rc != 0 || !b)
+            return rc;
+        rc = wal_batch_finish(w, b, wal_batch_write(b));
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* Replays one segment's records with from <= index <= upto, reading at most size bytes. */
+static int wal_replay_segment(struct wal *w, const struct wal_segment *seg, uint64_t from,
+                              uint64_t upto, wal_replay_fn fn, void *arg)
+{
+    char name[WAL_NAME_SIZE];
+    struct wal_reader r = {.fd = -1, .limit = seg->size};
+    int rc = 0;
+
+    wal_segment_name(name, seg->first);
+    r.fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0) {
+        rc = CORRAL_E_IO;
+        goto out;
+    }
+    uint64_t expect = seg->first;
+    for (uint64_t off = WAL_HEADER_SIZE; off < r.limit && expect <= upto; expect++) {
+        struct wal_record rec;
+        const char *why;
+        /* Records before from are only skipped, so their CRC is not worth computing. */
+        rc = wal_record_read(&r, off, expect >= from, &rec, &why);
+        if (rc != 0)
+            goto out;
+        if (rec.index != expect) {
+            rc = CORRAL_E_CORRUPT;
+            goto out;
+        }
+        if (rec.index >= from) {
+            rc = fn(arg, rec.index, rec.term, rec.payload, rec.len);
+            if (rc != 0)
+                goto out;
+        }
+        off += WAL_RECORD_HEADER_SIZE + (uint64_t)rec.len;
+    }
+out:
+    if (r.fd >= 0)
+        close(r.fd);
+    wal_buf_free(&r.buf);
+    return rc;
+}
+
+int wal_replay(struct wal *w, uint64_t from_index, wal_replay_fn fn, void *arg)
+{
+    /* A copy: the callback may append, and finish or drop_before may change w->segs. */
+    uint64_t upto = w->durable_index;
+    size_t n = w->nsegs;
+    struct wal_segment *segs = NULL; /* owned */
+    int rc = 0;
+
+    if (n == 0 || upto == 0)
+        return 0;
+    segs = malloc(n * sizeof(*segs));
+    if (!segs)
+        return CORRAL_E_NO_MEMORY;
+    memcpy(segs, w->segs, n * sizeof(*segs));
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (segs[i].last < from_index || segs[i].first > upto)
+            continue;
+        rc = wal_replay_segment(w, &segs[i], from_index, upto, fn, arg);
+    }
+    free(segs);
+    return rc;
+}
+
+/* Finds the file offset of record index inside segment seg. */
+static int wal_segment_find(struct wal *w, const struct wal_segment *seg, uint64_t index,
+                            uint64_t *offset)
+{
+    char name[WAL_NAME_SIZE];
+    struct wal_reader r = {.fd = -1, .limit = seg->size};
+    int rc = 0;
+    uint64_t off = WAL_HEADER_SIZE;
+
+    wal_segment_name(name, seg->first);
+    r.fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0) {
+        rc = CORRAL_E_IO;
+        goto out;
+    }
+    for (uint64_t i = seg->first; i < index; i++) {
+        struct wal_record rec;
+        const char *why;
+        rc = wal_record_read(&r, off, false, &rec, &why);
+        if (rc != 0)
+            goto out;
+        if (rec.index != i) {
+            rc = CORRAL_E_CORRUPT;
+            goto out;
+        }
+        off += WAL_RECORD_HEADER_SIZE + (uint64_t)rec.len;
+    }
+    *offset = off;
+out:
+    if (r.fd >= 0)
+        close(r.fd);
+    wal_buf_free(&r.buf);
+    return rc;
+}
+
+/* Drops pending records with index > index; they were never written. */
+static void wal_pending_truncate(struct wal *w, uint64_t index)
+{
+    if (w->pending_first == 0 || index >= w->pending_last)
+        return;
+    if (index < w->pending_first) {
+        w->pending.len = 0;
+        w->pending_first = w->pending_last = 0;
+        return;
+    }
+    size_t off = 0;
+    for (uint64_t i = w->pending_first; i <= index; i++)
+        off += WAL_RECORD_HEADER_SIZE + wal_get_le32(w->pending.data + off + 4);
+    w->pending.len = off;
+    w->pending_last = index;
+}
+
+static int wal_unlink_from(struct wal *w, size_t from)
+{
+    for (size_t i = w->nsegs; i > from; i--) {
+        char name[WAL_NAME_SIZE];
+        wal_segment_name(name, w->segs[i - 1].first);
+        /* Newest first, so a crash in between never leaves a gap in the sequence. */
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT)
+            return CORRAL_E_IO;
+        w->nsegs = i - 1;
+    }
+    return 0;
+}
+
+int wal_truncate_after(struct wal *w, uint64_t index)
+{
+    int rc = 0;
+    if (w->outstanding)
+        return CORRAL_E_BAD_ARGUMENTS;
+    if (w->last_index == 0 || index >= w->last_index)
+        return 0;
+    wal_pending_truncate(w, index);
+    if (index < w->durable_index) {
+        size_t i = 0;
+        while (i < w->nsegs && w->segs[i].last < index + 1)
+            i++;
+        /* i is the segment holding index + 1 (it exists: index + 1 <= durable). */
+        size_t keep = i;
+        if (w->segs[i].first <= index) {
+            uint64_t off;
+            rc = wal_segment_find(w, &w->segs[i], index + 1, &off);
+            if (rc != 0)
+                return rc == CORRAL_E_NO_MEMORY ? rc : CORRAL_E_IO;
+            char name[WAL_NAME_SIZE];
+            wal_segment_name(name, w->segs[i].first);
+            int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0) {
+                if (fd >= 0)
+                    close(fd);
+                return CORRAL_E_IO;
+            }
+            close(fd);
+            w->segs[i].size = off;
+            w->segs[i].last = index;
+            keep = i + 1;
+        }
+        /* A segment starting at index + 1 or later goes whole: no header-only files. */
+        rc = wal_unlink_from(w, keep);
+        if (rc == 0)
+            rc = wal_fsync_dir(w);
+        if (rc == 0)
+            rc = wal_active_reopen(w);
+        if (rc != 0)
+            return rc;
+        w->durable_index = w->nsegs ? w->segs[w->nsegs - 1].last : 0;
+    }
+    if (index < w->first_index) {
+        w->first_index = w->last_index = w->durable_index = 0;
+        w->pending.len = 0;
+        w->pending_first = w->pending_last = 0;
+    } else {
+        w->last_index = index;
+    }
+    return 0;
+}
+
+int wal_drop_before(struct wal *w, uint64_t index)
+{
+    size_t drop = 0;
+    /* The last segment is (or is about to be) written to, so it always stays. */
+    while (drop + 1 < w->nsegs && w->segs[drop].last < index)
+        drop++;
+    if (drop == 0)
+        return 0;
+    for (size_t i = 0; i < drop; i++) {
+        char name[WAL_NAME_SIZE];
+        wal_segment_name(name, w->segs[i].first);
+        /* Oldest first, so a crash leaves a contiguous suffix of the log. */
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) {
+            memmove(w->segs, w->segs + i, (w->nsegs - i) * sizeof(*w->segs));
+            w->nsegs -= i;
+            w->first_index = w->segs[0].first;
+            return CORRAL_E_IO;
+        }
+    }
+    memmove(w->segs, w->segs + drop, (w->nsegs - drop) * sizeof(*w->segs));
+    w->nsegs -= drop;
+    w->first_index = w->segs[0].first;
+    return wal_fsync_dir(w);
+}
