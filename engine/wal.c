@@ -15,6 +15,7 @@
  * is durable, which keeps recovery simple (only the last segment can be torn). */
 #include "wal.h"
 
+#include "bytes.h"
 #include "crc32c.h"
 #include "error.h"
 
@@ -79,40 +80,10 @@ struct wal_batch {
     int dir_fd; /* borrowed from the log, which outlives the batch */
     int fd;     /* append target; -1 when the batch creates a segment */
     uint64_t offset;
-    bool create;                /* the batch starts a new segment named new_name */
+    bool create; /* the batch starts a new segment named new_name */
     char new_name[WAL_NAME_SIZE];
     int new_fd; /* created by wal_batch_write; owned by the batch until finish */
 };
-
-/* Little-endian helpers: explicit bytes, so the format does not depend on the host. */
-
-static void wal_put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wal_put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t wal_get_le32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t wal_get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static uint16_t wal_get_le16(const uint8_t *p)
 {
@@ -145,14 +116,14 @@ static bool wal_segment_name_parse(const char *name, uint64_t *first)
 static void wal_header_encode(uint8_t *h)
 {
     memcpy(h, wal_magic, 8);
-    wal_put_le32(h + 8, WAL_FORMAT_VERSION);
-    wal_put_le32(h + 12, 0);
+    bytes_store_u32(h + 8, WAL_FORMAT_VERSION);
+    bytes_store_u32(h + 12, 0);
 }
 
 static bool wal_header_valid(const uint8_t *h)
 {
-    return memcmp(h, wal_magic, 8) == 0 && wal_get_le32(h + 8) == WAL_FORMAT_VERSION &&
-           wal_get_le32(h + 12) == 0;
+    return memcmp(h, wal_magic, 8) == 0 && bytes_load_u32(h + 8) == WAL_FORMAT_VERSION &&
+           bytes_load_u32(h + 12) == 0;
 }
 
 static int wal_buf_reserve(struct wal_buf *b, size_t extra)
@@ -275,7 +246,7 @@ static int wal_record_read(struct wal_reader *r, uint64_t off, bool check_crc,
     const uint8_t *h = wal_reader_get(r, off, WAL_RECORD_HEADER_SIZE, &err);
     if (!h)
         return err;
-    uint32_t len = wal_get_le32(h + 4);
+    uint32_t len = bytes_load_u32(h + 4);
     if (len > WAL_MAX_PAYLOAD) {
         *why = "implausible record length";
         return CORRAL_E_CORRUPT;
@@ -288,7 +259,7 @@ static int wal_record_read(struct wal_reader *r, uint64_t off, bool check_crc,
     if (!h)
         return err;
     if (check_crc &&
-        crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + (size_t)len) != wal_get_le32(h)) {
+        crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + (size_t)len) != bytes_load_u32(h)) {
         *why = "crc mismatch";
         return CORRAL_E_CORRUPT;
     }
@@ -304,8 +275,8 @@ static int wal_record_read(struct wal_reader *r, uint64_t off, bool check_crc,
         *why = "reserved field not zero";
         return CORRAL_E_CORRUPT;
     }
-    rec->index = wal_get_le64(h + 12);
-    rec->term = wal_get_le64(h + 20);
+    rec->index = bytes_load_u64(h + 12);
+    rec->term = bytes_load_u64(h + 20);
     rec->payload = h + WAL_RECORD_HEADER_SIZE;
     rec->len = len;
     return 0;
@@ -410,19 +381,24 @@ out:
     return rc;
 }
 
-/* Scans one segment. Appends it to w->segs when it holds valid records. Sets *cut to
- * the offset of the first bad byte (the file size when all is valid) and *why. A
- * segment without a single valid record is reported with *cut = 0: it goes entirely. */
-static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, uint64_t *cut,
-                            const char **why, uint64_t *records)
+static const char wal_no_record[] = "segment holds no record";
+
+/* Scans one segment and appends it to w->segs when it holds valid records. When all is
+ * valid *why stays NULL; otherwise *why says what is wrong at file offset *bad (0 for
+ * the header). *has_records is false when not a single record is valid, in which case
+ * the whole segment must go. */
+static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, uint64_t *bad,
+                            bool *has_records, const char **why, uint64_t *records)
 {
     char name[WAL_NAME_SIZE];
     struct wal_reader r = {.fd = -1};
     struct wal_segment seg = {.first = first, .last = 0, .size = WAL_HEADER_SIZE};
     int rc = 0;
     struct stat st;
+    uint64_t off = 0;
 
     *why = NULL;
+    *has_records = false;
     wal_segment_name(name, first);
     r.fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (r.fd < 0 || fstat(r.fd, &st) != 0) {
@@ -431,7 +407,6 @@ static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, 
     }
     *file_size = (uint64_t)st.st_size;
     r.limit = (uint64_t)st.st_size;
-    *cut = 0;
     if (r.limit < WAL_HEADER_SIZE) {
         *why = "short segment header";
         goto out;
@@ -443,13 +418,12 @@ static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, 
         *why = "bad segment header";
         goto out;
     }
-    uint64_t expect = first;
     if (w->nsegs > 0 && w->segs[w->nsegs - 1].last + 1 != first) {
         *why = "segment does not follow the previous one";
         goto out;
     }
-    uint64_t off = WAL_HEADER_SIZE;
-    while (off < r.limit) {
+    uint64_t expect = first;
+    for (off = WAL_HEADER_SIZE; off < r.limit;) {
         struct wal_record rec;
         rc = wal_record_read(&r, off, true, &rec, why);
         if (rc == CORRAL_E_CORRUPT) {
@@ -468,15 +442,16 @@ static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, 
         off += WAL_RECORD_HEADER_SIZE + (uint64_t)rec.len;
     }
     if (seg.last == 0) {
-        /* Header only: a roll that crashed before its first record became durable. */
+        /* Header only, e.g. a roll that crashed before its first record was durable. */
         if (!*why)
-            *why = "segment holds no record";
+            *why = wal_no_record;
         goto out;
     }
-    *cut = off;
+    *has_records = true;
     seg.size = off;
     rc = wal_segs_push(w, &seg);
 out:
+    *bad = off;
     if (r.fd >= 0)
         close(r.fd);
     wal_buf_free(&r.buf);
@@ -493,41 +468,43 @@ static int wal_recover(struct wal *w, struct wal_recovery_report *rep)
     size_t i;
     bool cut = false;
     for (i = 0; i < n; i++) {
-        uint64_t size = 0, valid = 0;
+        uint64_t size = 0, bad = 0;
+        bool has_records;
         const char *why = NULL;
         char name[WAL_NAME_SIZE];
-        rc = wal_segment_scan(w, firsts[i], &size, &valid, &why, &rep->records);
+        rc = wal_segment_scan(w, firsts[i], &size, &bad, &has_records, &why, &rep->records);
         if (rc != 0)
             goto out;
         if (!why)
             continue;
         wal_segment_name(name, firsts[i]);
-        bool empty_last = valid == 0 && i + 1 == n && size == WAL_HEADER_SIZE &&
-                          strcmp(why, "segment holds no record") == 0;
-        if (!empty_last) {
+        /* A header-only last segment lost nothing that was ever acknowledged: removing it
+         * is tidying, not a cut. */
+        bool tidy = why == wal_no_record && i + 1 == n;
+        if (!tidy) {
             cut = true;
-            snprintf(rep->cut_reason, sizeof(rep->cut_reason), "segment %s offset %llu: %s",
-                     name, (unsigned long long)(valid ? valid : 0), why);
+            snprintf(rep->cut_reason, sizeof(rep->cut_reason), "segment %s offset %llu: %s", name,
+                     (unsigned long long)bad, why);
         }
-        if (valid == 0) {
+        if (!has_records) {
             if (unlinkat(w->dir_fd, name, 0) != 0) {
                 rc = CORRAL_E_IO;
                 goto out;
             }
-            if (!empty_last) {
+            if (!tidy) {
                 rep->cut_segments++;
                 rep->cut_bytes += size;
             }
-        } else if (valid < size) {
+        } else {
             int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || ftruncate(fd, (off_t)valid) != 0 || fsync(fd) != 0) {
+            if (fd < 0 || ftruncate(fd, (off_t)bad) != 0 || fsync(fd) != 0) {
                 if (fd >= 0)
                     close(fd);
                 rc = CORRAL_E_IO;
                 goto out;
             }
             close(fd);
-            rep->cut_bytes += size - valid;
+            rep->cut_bytes += size - bad;
         }
         i++;
         break;
@@ -546,10 +523,10 @@ static int wal_recover(struct wal *w, struct wal_recovery_report *rep)
         rep->cut_segments++;
         cut = true;
     }
-    if (n > 0 && (cut || w->nsegs < n))
+    if (w->nsegs < n)
         rc = wal_fsync_dir(w);
     if (cut)
-        fprintf(stderr, "wal: cut %s (%llu bytes, %u later segments)\n", rep->cut_reason,
+        fprintf(stderr, "wal: cut %s (%llu bytes, %u whole segments)\n", rep->cut_reason,
                 (unsigned long long)rep->cut_bytes, rep->cut_segments);
 out:
     free(firsts);
@@ -641,15 +618,15 @@ int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload
     if (rc != 0)
         return rc;
     uint8_t *h = w->pending.data + w->pending.len;
-    wal_put_le32(h + 4, (uint32_t)len);
+    bytes_store_u32(h + 4, (uint32_t)len);
     h[8] = WAL_RECORD_VERSION;
     h[9] = WAL_RECORD_ENTRY;
     h[10] = h[11] = 0;
-    wal_put_le64(h + 12, index);
-    wal_put_le64(h + 20, term);
+    bytes_store_u64(h + 12, index);
+    bytes_store_u64(h + 20, term);
     if (len > 0)
         memcpy(h + WAL_RECORD_HEADER_SIZE, payload, len);
-    wal_put_le32(h, crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + len));
+    bytes_store_u32(h, crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + len));
     w->pending.len += WAL_RECORD_HEADER_SIZE + len;
     if (w->pending_first == 0)
         w->pending_first = index;
@@ -732,9 +709,8 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
         goto out;
     }
     if (b->create) {
-        struct wal_segment seg = {.first = b->first,
-                                  .last = b->last,
-                                  .size = WAL_HEADER_SIZE + (uint64_t)b->records.len};
+        struct wal_segment seg = {
+            .first = b->first, .last = b->last, .size = WAL_HEADER_SIZE + (uint64_t)b->records.len};
         rc = wal_segs_push(w, &seg);
         if (rc != 0) {
             w->failed = true;
@@ -882,7 +858,7 @@ static void wal_pending_truncate(struct wal *w, uint64_t index)
     }
     size_t off = 0;
     for (uint64_t i = w->pending_first; i <= index; i++)
-        off += WAL_RECORD_HEADER_SIZE + wal_get_le32(w->pending.data + off + 4);
+        off += WAL_RECORD_HEADER_SIZE + bytes_load_u32(w->pending.data + off + 4);
     w->pending.len = off;
     w->pending_last = index;
 }
