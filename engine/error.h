@@ -35,7 +35,7 @@
 
 enum corral_error {
     CORRAL_OK = 0,
-#define CORRAL_ERROR_ENUM(name, number, message) CORRAL_E##name = -(number),
+#define CORRAL_ERROR_ENUM(name, number, message) CORRAL_E_##name = -(number),
     CORRAL_ERROR_MAP(CORRAL_ERROR_ENUM)
 #undef CORRAL_ERROR_ENUM
 };
