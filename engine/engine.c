@@ -1,0 +1,1364 @@
+/* engine.c: the request pipeline of the state machine: prep -> log -> commit -> apply.
+ *
+ * A write goes through four steps, all on the loop thread except the disk sync:
+ *
+ *   prep    validates the request against the tree plus the overlay (the predicted
+ *           effect of txns still in flight) and encodes a fully resolved txn: the
+ *           sequential name, the time and session ids are fixed here, once, by the
+ *           member that accepts the write (the leader).
+ *   log     the cluster assigns the txn its zxid (log index) and the txn is appended
+ *           to the WAL's pending buffer. At most one WAL batch (write + fdatasync) runs
+ *           at a time on a worker; everything appended meanwhile waits for the next
+ *           batch, so concurrent writers share one sync (group commit).
+ *   commit  when a batch is durable, the cluster is told; a cluster of one commits at
+ *           once, a quorum once a majority has it. This is the only seam between
+ *           "appended" and "committed", and the tree code below never sees it.
+ *   apply   committed txns are applied in zxid order, the overlay entries they made
+ *           are dropped (the tree now says the same), and the request completes.
+ *
+ * Invariants:
+ *   - applied_index <= commit index <= proposed_index, and in-flight txns are exactly
+ *     the indices (applied_index, proposed_index], queued in index order.
+ *   - No client is answered before its txn is durable (and committed) and applied.
+ *   - Apply is a pure function of (state, txn); it never consults the clock, the
+ *     overlay or any member-local field except session deadlines, which are not part
+ *     of the replicated state.
+ *
+ * Recovery: newest valid snapshot (a corrupt one is skipped for an older one), then
+ * the WAL after it, replayed through the same apply. Restored sessions get a fresh
+ * timeout, as ZooKeeper does, so a restart does not expire every client.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cluster.h"
+#include "engine_internal.h"
+#include "path.h"
+#include "snapshot.h"
+#include "txn.h"
+#include "wal.h"
+
+#define ENGINE_DEFAULT_MAX_DATA (1024u * 1024u)
+#define ENGINE_DEFAULT_TICK_MS 2000u
+#define ENGINE_DEFAULT_SNAPSHOT_EVERY 100000u
+#define ENGINE_DEFAULT_SNAPSHOTS_KEEP 3u
+#define ENGINE_DEFAULT_REAP_INTERVAL_MS 60000u
+#define ENGINE_SNAPSHOT_BODY_VERSION 1u
+/* ZooKeeper's EphemeralType.MAX_TTL: 2^40 - 1 ms. */
+#define ENGINE_MAX_TTL_MS ((int64_t)0xFFFFFFFFFF)
+
+/* A txn between log and apply. */
+struct inflight {
+    struct inflight *next;
+    uint64_t index;
+    uint64_t term;
+    struct bytes payload; /* the encoded txn; owned */
+    engine_done_fn done;  /* NULL for the engine's own txns (expiry, reaping) */
+    void *arg;
+    bool is_multi;
+};
+
+struct engine {
+    struct engine_options options;
+    struct engine_host host;
+    struct tree *tree;
+    struct session_table sessions;
+    struct overlay overlay;
+    struct wal *wal;
+    struct cluster *cluster;
+
+    uint64_t proposed_index; /* last index handed out */
+    uint64_t applied_index;
+    uint64_t applied_term;
+    struct inflight *inflight_head;
+    struct inflight *inflight_tail;
+    uint64_t inflight_count;
+
+    bool wal_batch_outstanding;
+    bool snapshot_in_flight;
+    bool shutting_down;
+    uint64_t last_snapshot_index;
+    uint64_t snapshots_written;
+    uint64_t wal_batches;
+    uint64_t wal_records;
+
+    uint64_t next_session_check_ms;
+    uint64_t next_reap_ms;
+
+    /* Scratch buffers reused by prep, to keep allocation off the request path. */
+    struct bytes scratch_payload;
+    char error_path[PATH_MAX_BYTES + PATH_SEQUENTIAL_DIGITS + 1];
+};
+
+/* ------------------------------------------------------------------------------ */
+/* small helpers                                                                    */
+
+static void engine_log(struct engine *e, int level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void engine_log(struct engine *e, int level, const char *format, ...)
+{
+    if (!e->host.log)
+        return;
+    char message[512];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(message, sizeof message, format, ap);
+    va_end(ap);
+    e->host.log(e->host.data, level, message);
+}
+
+static void engine_fatal(struct engine *e, const char *what)
+{
+    /* The state in memory no longer matches the log, or the log cannot be made durable:
+     * answering anything now could acknowledge a lie. Stop, and let recovery rebuild
+     * from disk (PostgreSQL does the same on an fsync failure). */
+    engine_log(e, 3, "fatal: %s; stopping so that recovery rebuilds from disk", what);
+    abort();
+}
+
+static uint64_t engine_now(struct engine *e)
+{
+    return e->host.monotonic_ms(e->host.data);
+}
+
+static void engine_error_set(struct engine *e, struct engine_result *error, int code, int index,
+                             const char *path, size_t path_length)
+{
+    if (!error)
+        return;
+    memset(error, 0, sizeof *error);
+    error->error = code;
+    error->failed_index = index;
+    if (path) {
+        if (path_length >= sizeof e->error_path)
+            path_length = sizeof e->error_path - 1;
+        memcpy(e->error_path, path, path_length);
+        e->error_path[path_length] = '\0';
+        error->error_path = e->error_path;
+    }
+}
+
+/* ------------------------------------------------------------------------------ */
+/* prep: the predicted view of a path                                               */
+
+static bool view_get(struct engine *e, const char *path, size_t length, struct overlay_view *out)
+{
+    struct overlay_entry *entry = overlay_find(&e->overlay, path, length);
+    if (entry) {
+        *out = entry->view;
+        return out->exists;
+    }
+    struct znode *n = tree_lookup(e->tree, path, length);
+    if (!n) {
+        memset(out, 0, sizeof *out);
+        return false;
+    }
+    out->exists = true;
+    out->version = n->version;
+    out->cversion = n->cversion;
+    out->child_count = n->child_count;
+    out->flags = n->flags;
+    out->ephemeral_owner = n->ephemeral_owner;
+    return true;
+}
+
+static bool session_live(struct engine *e, uint64_t id)
+{
+    struct session *s = session_find(&e->sessions, id);
+    return s && !s->closing;
+}
+
+/* Prep of one op. On success fills *op (paths borrowed from the request or from
+ * *resolved, which the caller frees) and records the predicted effect in the overlay
+ * (with undo). Returns 0 or a negative code. */
+static int prep_one(struct engine *e, uint64_t session_id, const struct engine_op *request,
+                    uint64_t index, struct txn_op *op, char **resolved,
+                    struct overlay_undo *undo)
+{
+    const char *path = request->path;
+    size_t length = request->path_length;
+    bool sequential = request->type == ENGINE_OP_CREATE &&
+                      (request->create_flags & ENGINE_CREATE_SEQUENTIAL);
+    if (!path || path_validate(path, length, sequential) != 0)
+        return CORRAL_E_BAD_ARGUMENTS;
+    if (path_is_reserved(path, length))
+        return CORRAL_E_BAD_ARGUMENTS;
+    if ((request->type == ENGINE_OP_CREATE || request->type == ENGINE_OP_SET) &&
+        request->data_length > e->options.max_data_bytes)
+        return CORRAL_E_BAD_ARGUMENTS;
+
+    memset(op, 0, sizeof *op);
+    op->version = request->version;
+    struct overlay_view view;
+    int rc;
+
+    switch (request->type) {
+    case ENGINE_OP_CREATE: {
+        uint32_t cflags = request->create_flags;
+        bool ephemeral = cflags & ENGINE_CREATE_EPHEMERAL;
+        bool container = cflags & ENGINE_CREATE_CONTAINER;
+        if (request->ttl_ms < 0 || request->ttl_ms > ENGINE_MAX_TTL_MS)
+            return CORRAL_E_BAD_ARGUMENTS;
+        if (container && (ephemeral || sequential || request->ttl_ms > 0))
+            return CORRAL_E_BAD_ARGUMENTS;
+        if (ephemeral && request->ttl_ms > 0)
+            return CORRAL_E_BAD_ARGUMENTS;
+        if (!sequential && length == 1)
+            return CORRAL_E_BAD_ARGUMENTS; /* the root exists and cannot be created */
+        if (ephemeral) {
+            if (session_id == 0)
+                return CORRAL_E_BAD_ARGUMENTS;
+            if (!session_live(e, session_id))
+                return CORRAL_E_SESSION_EXPIRED;
+        }
+        /* The parent is what precedes the last '/', for a sequential prefix too
+         * ("/a/" and "/a/lock-" both have the parent "/a"). */
+        size_t slash = length - 1;
+        while (path[slash] != '/')
+            slash--;
+        size_t parent_length = slash == 0 ? 1 : slash;
+        struct overlay_view parent;
+        if (!view_get(e, path, parent_length, &parent))
+            return CORRAL_E_NO_NODE;
+        if (parent.flags & ZNODE_EPHEMERAL)
+            return CORRAL_E_NO_CHILDREN_FOR_EPHEMERALS;
+        if (sequential) {
+            /* ZooKeeper: the suffix is the parent's cversion before this create. */
+            char *full = malloc(length + 16); /* owned by the caller via *resolved */
+            if (!full)
+                return CORRAL_E_NO_MEMORY;
+            memcpy(full, path, length);
+            int digits = snprintf(full + length, 16, "%010" PRId32, parent.cversion);
+            *resolved = full;
+            path = full;
+            length += (size_t)digits;
+            if (length > PATH_MAX_BYTES)
+                return CORRAL_E_BAD_ARGUMENTS;
+        }
+        if (view_get(e, path, length, &view))
+            return CORRAL_E_NODE_EXISTS;
+        op->type = TXN_OP_CREATE;
+        op->flags = (ephemeral ? ZNODE_EPHEMERAL : 0) | (container ? ZNODE_CONTAINER : 0) |
+                    (request->ttl_ms > 0 ? ZNODE_TTL : 0);
+        op->ephemeral_owner = ephemeral ? session_id : 0;
+        op->ttl_ms = request->ttl_ms;
+        op->data = request->data;
+        op->data_length = (uint32_t)request->data_length;
+        struct overlay_view created = {.exists = true,
+                                       .flags = op->flags,
+                                       .ephemeral_owner = op->ephemeral_owner};
+        if ((rc = overlay_put(&e->overlay, path, length, &created, index, undo)) != 0)
+            return rc;
+        parent.cversion++;
+        parent.child_count++;
+        if ((rc = overlay_put(&e->overlay, path, parent_length, &parent, index, undo)) != 0)
+            return rc;
+        break;
+    }
+    case ENGINE_OP_SET:
+        if (!view_get(e, path, length, &view))
+            return CORRAL_E_NO_NODE;
+        if (request->version != -1 && request->version != view.version)
+            return CORRAL_E_BAD_VERSION;
+        op->type = TXN_OP_SET;
+        op->data = request->data;
+        op->data_length = (uint32_t)request->data_length;
+        view.version++;
+        if ((rc = overlay_put(&e->overlay, path, length, &view, index, undo)) != 0)
+            return rc;
+        break;
+    case ENGINE_OP_DELETE: {
+        if (length == 1)
+            return CORRAL_E_BAD_ARGUMENTS;
+        if (!view_get(e, path, length, &view))
+            return CORRAL_E_NO_NODE;
+        if (request->version != -1 && request->version != view.version)
+            return CORRAL_E_BAD_VERSION;
+        if (view.child_count > 0)
+            return CORRAL_E_NOT_EMPTY;
+        size_t parent_length = path_parent_length(path, length);
+        struct overlay_view parent;
+        view_get(e, path, parent_length, &parent);
+        op->type = TXN_OP_DELETE;
+        struct overlay_view deleted = {.exists = false};
+        if ((rc = overlay_put(&e->overlay, path, length, &deleted, index, undo)) != 0)
+            return rc;
+        parent.cversion++;
+        parent.child_count--;
+        if ((rc = overlay_put(&e->overlay, path, parent_length, &parent, index, undo)) != 0)
+            return rc;
+        break;
+    }
+    case ENGINE_OP_CHECK:
+        if (!view_get(e, path, length, &view))
+            return CORRAL_E_NO_NODE;
+        if (request->version != -1 && request->version != view.version)
+            return CORRAL_E_BAD_VERSION;
+        op->type = TXN_OP_CHECK;
+        break;
+    default:
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    op->path = path;
+    op->path_length = (uint32_t)length;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* log: propose, append, group commit                                               */
+
+static void engine_wal_kick(struct engine *e);
+
+struct wal_job {
+    struct engine *engine;
+    struct wal_batch *batch;
+    int result;
+};
+
+static void wal_job_work(void *arg)
+{
+    struct wal_job *job = arg;
+    job->result = wal_batch_write(job->batch);
+}
+
+static void engine_apply_committed(struct engine *e, uint64_t commit);
+
+static void wal_job_done(void *arg)
+{
+    struct wal_job *job = arg;
+    struct engine *e = job->engine;
+    int write_result = job->result;
+    int rc = wal_batch_finish(e->wal, job->batch, write_result);
+    free(job);
+    e->wal_batch_outstanding = false;
+    if (rc != 0) {
+        char what[160];
+        snprintf(what, sizeof what, "WAL write or fdatasync failed: %s",
+                 strerror(write_result < 0 ? -write_result : EIO));
+        engine_fatal(e, what);
+    }
+    e->wal_batches++;
+    uint64_t commit = cluster_persisted(e->cluster, wal_durable_index(e->wal));
+    engine_apply_committed(e, commit);
+    engine_wal_kick(e);
+}
+
+static void engine_wal_kick(struct engine *e)
+{
+    if (e->wal_batch_outstanding)
+        return;
+    struct wal_batch *batch = NULL;
+    int rc = wal_batch_take(e->wal, &batch);
+    if (rc != 0)
+        engine_fatal(e, "WAL refused a batch after an earlier failure");
+    if (!batch)
+        return;
+    struct wal_job *job = malloc(sizeof *job); /* freed by wal_job_done */
+    if (!job)
+        engine_fatal(e, "out of memory starting a WAL batch");
+    job->engine = e;
+    job->batch = batch;
+    job->result = 0;
+    e->wal_batch_outstanding = true;
+    if (e->host.run_blocking(e->host.data, wal_job_work, wal_job_done, job) != 0)
+        engine_fatal(e, "cannot queue the WAL batch on a worker thread");
+}
+
+/* Puts an encoded txn into the log. Takes ownership of *payload (moved into the
+ * in-flight record). Returns 0 or a negative code (nothing proposed). */
+static int engine_propose(struct engine *e, struct bytes *payload, engine_done_fn done, void *arg,
+                          bool is_multi)
+{
+    uint64_t index, term;
+    int rc = cluster_propose(e->cluster, &index, &term);
+    if (rc != CLUSTER_OK)
+        return rc == CLUSTER_E_NOT_LEADER ? CORRAL_E_NOT_LEADER : CORRAL_E_NO_QUORUM;
+    /* prep predicted this index; the loop thread is the only proposer */
+    if (index != e->proposed_index + 1)
+        engine_fatal(e, "log index handed out differs from the one prep predicted");
+    struct inflight *f = calloc(1, sizeof *f); /* owned by the in-flight queue */
+    if (!f)
+        engine_fatal(e, "out of memory after proposing");
+    if (wal_append(e->wal, index, term, payload->data, payload->length) != 0)
+        engine_fatal(e, "WAL refused a contiguous append");
+    f->index = index;
+    f->term = term;
+    f->payload = *payload;
+    memset(payload, 0, sizeof *payload);
+    f->done = done;
+    f->arg = arg;
+    f->is_multi = is_multi;
+    if (e->inflight_tail)
+        e->inflight_tail->next = f;
+    else
+        e->inflight_head = f;
+    e->inflight_tail = f;
+    e->inflight_count++;
+    e->proposed_index = index;
+    e->wal_records++;
+    engine_wal_kick(e);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* apply                                                                            */
+
+struct apply_output {
+    struct engine_op_result *ops; /* NULL when the caller does not want results */
+    char **paths;                 /* NUL-terminated copies for ops[i].path; owned */
+};
+
+static struct znode *apply_parent(struct engine *e, const char *path, size_t length)
+{
+    return tree_lookup(e->tree, path, path_parent_length(path, length));
+}
+
+static void apply_forget(struct engine *e, const char *path, size_t length, uint64_t index)
+{
+    overlay_forget(&e->overlay, path, length, index);
+    if (length > 1)
+        overlay_forget(&e->overlay, path, path_parent_length(path, length), index);
+}
+
+static void apply_delete_node(struct engine *e, struct znode *n, uint64_t index)
+{
+    if (n->ephemeral_owner) {
+        struct session *owner = session_find(&e->sessions, n->ephemeral_owner);
+        if (owner)
+            session_ephemeral_remove(owner, n);
+    }
+    tree_node_delete(e->tree, n, index);
+}
+
+static void apply_ops(struct engine *e, uint64_t index, const struct txn *t,
+                      struct apply_output *out)
+{
+    for (uint32_t i = 0; i < t->op_count; i++) {
+        const struct txn_op *op = &t->ops[i];
+        struct znode *n = NULL;
+        switch (op->type) {
+        case TXN_OP_CREATE: {
+            struct znode *parent = apply_parent(e, op->path, op->path_length);
+            size_t name = path_name_offset(op->path, op->path_length);
+            if (!parent || tree_child_find(parent, op->path + name, op->path_length - name))
+                engine_fatal(e, "log and tree disagree on a create");
+            n = tree_node_create(e->tree, parent, op->path + name, op->path_length - name,
+                                 op->data, op->data_length, op->flags, op->ephemeral_owner,
+                                 op->ttl_ms, index, t->time_ms);
+            if (!n)
+                engine_fatal(e, "out of memory applying a create");
+            if (op->ephemeral_owner) {
+                struct session *owner = session_find(&e->sessions, op->ephemeral_owner);
+                if (!owner)
+                    engine_fatal(e, "ephemeral created for a session that does not exist");
+                if (session_ephemeral_add(owner, n) != 0)
+                    engine_fatal(e, "out of memory applying a create");
+            }
+            break;
+        }
+        case TXN_OP_SET:
+            n = tree_lookup(e->tree, op->path, op->path_length);
+            if (!n)
+                engine_fatal(e, "log and tree disagree on a set");
+            if (tree_node_set_data(e->tree, n, op->data, op->data_length, index, t->time_ms) != 0)
+                engine_fatal(e, "out of memory applying a set");
+            break;
+        case TXN_OP_DELETE:
+            n = tree_lookup(e->tree, op->path, op->path_length);
+            if (!n || n->child_count > 0 || !n->parent)
+                engine_fatal(e, "log and tree disagree on a delete");
+            apply_delete_node(e, n, index);
+            n = NULL;
+            break;
+        case TXN_OP_CHECK:
+            break;
+        }
+        apply_forget(e, op->path, op->path_length, index);
+        if (out && out->ops) {
+            struct engine_op_result *r = &out->ops[i];
+            r->type = op->type == TXN_OP_CREATE   ? ENGINE_OP_CREATE
+                      : op->type == TXN_OP_SET    ? ENGINE_OP_SET
+                      : op->type == TXN_OP_DELETE ? ENGINE_OP_DELETE
+                                                  : ENGINE_OP_CHECK;
+            char *copy = malloc(op->path_length + 1); /* freed after the callback */
+            if (copy) {
+                memcpy(copy, op->path, op->path_length);
+                copy[op->path_length] = '\0';
+            }
+            out->paths[i] = copy;
+            r->path = copy ? copy : "";
+            if (n)
+                znode_stat_get(n, &r->stat);
+            else
+                memset(&r->stat, 0, sizeof r->stat);
+        }
+    }
+}
+
+static void apply_session_close(struct engine *e, uint64_t index, uint64_t id)
+{
+    struct session *s = session_find(&e->sessions, id);
+    if (!s)
+        return; /* already gone: closing twice is harmless */
+    char path[PATH_MAX_BYTES + 1];
+    /* Delete in creation order: every replica emits the same deletions in the same
+     * order. Each deletion removes the node from s->ephemerals. */
+    while (s->ephemeral_count > 0) {
+        struct znode *n = s->ephemerals[0];
+        size_t length = znode_path_get(n, path, sizeof path);
+        if (length < sizeof path)
+            apply_forget(e, path, length, index);
+        apply_delete_node(e, n, index);
+    }
+    session_remove(&e->sessions, s);
+}
+
+/* Applies one committed txn. Returns 0, or CORRAL_E_CORRUPT when it cannot be decoded
+ * (recovery treats that as the end of the valid log; at run time it is fatal). */
+static int engine_apply(struct engine *e, uint64_t index, uint64_t term, const void *payload,
+                        size_t length, struct apply_output *out, struct txn *decoded)
+{
+    struct txn t;
+    int rc = txn_decode(payload, length, &t);
+    if (rc != 0)
+        return rc;
+    switch (t.type) {
+    case TXN_NOOP:
+        break;
+    case TXN_OPS:
+        apply_ops(e, index, &t, out);
+        break;
+    case TXN_SESSION_OPEN: {
+        if (session_find(&e->sessions, t.session_id))
+            break; /* ids are drawn unique; a duplicate would be a replay */
+        struct session *s = session_add(&e->sessions, t.session_id, t.timeout_ms);
+        if (!s)
+            engine_fatal(e, "out of memory applying a session open");
+        s->deadline_ms = engine_now(e) + t.timeout_ms;
+        break;
+    }
+    case TXN_SESSION_CLOSE:
+        apply_session_close(e, index, t.session_id);
+        break;
+    }
+    e->applied_index = index;
+    e->applied_term = term;
+    if (decoded)
+        *decoded = t;
+    else
+        txn_free_ops(&t);
+    return 0;
+}
+
+static void engine_snapshot_maybe(struct engine *e);
+
+static void engine_apply_committed(struct engine *e, uint64_t commit)
+{
+    while (e->inflight_head && e->inflight_head->index <= commit) {
+        struct inflight *f = e->inflight_head;
+        e->inflight_head = f->next;
+        if (!e->inflight_head)
+            e->inflight_tail = NULL;
+        e->inflight_count--;
+
+        struct engine_op_result *ops = NULL;
+        char **paths = NULL;
+        struct txn t = {0};
+        struct apply_output out = {0};
+        if (f->done) {
+            /* sized from the txn header: op count at offset 4 */
+            uint32_t op_count = f->payload.length >= 8 ? bytes_load_u32(f->payload.data + 4) : 0;
+            if (op_count) {
+                ops = calloc(op_count, sizeof *ops);     /* freed below */
+                paths = calloc(op_count, sizeof *paths); /* freed below */
+                if (!ops || !paths)
+                    engine_fatal(e, "out of memory building a result");
+                out.ops = ops;
+                out.paths = paths;
+            }
+        }
+        if (engine_apply(e, f->index, f->term, f->payload.data, f->payload.length, &out, &t) != 0)
+            engine_fatal(e, "a txn this member encoded does not decode");
+        if (f->done) {
+            struct engine_result result = {0};
+            result.failed_index = -1;
+            result.zxid = f->index;
+            result.op_count = t.type == TXN_OPS ? t.op_count : 0;
+            result.ops = ops;
+            if (t.type == TXN_SESSION_OPEN) {
+                result.session_id = t.session_id;
+                result.timeout_ms = t.timeout_ms;
+            }
+            f->done(f->arg, &result);
+        }
+        if (paths) {
+            for (uint32_t i = 0; i < t.op_count; i++)
+                free(paths[i]);
+        }
+        free(paths);
+        free(ops);
+        txn_free_ops(&t);
+        bytes_free(&f->payload);
+        free(f);
+    }
+    engine_snapshot_maybe(e);
+}
+
+/* ------------------------------------------------------------------------------ */
+/* public: writes                                                                   */
+
+int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine_op *ops,
+                      size_t op_count, bool is_multi, engine_done_fn done, void *arg,
+                      struct engine_result *error)
+{
+    if (e->shutting_down) {
+        engine_error_set(e, error, CORRAL_E_SHUTTING_DOWN, -1, NULL, 0);
+        return CORRAL_E_SHUTTING_DOWN;
+    }
+    if (op_count > UINT32_MAX / 2) {
+        engine_error_set(e, error, CORRAL_E_BAD_ARGUMENTS, -1, NULL, 0);
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    if (session_id && !session_live(e, session_id)) {
+        engine_error_set(e, error, CORRAL_E_SESSION_EXPIRED, -1, NULL, 0);
+        return CORRAL_E_SESSION_EXPIRED;
+    }
+    uint64_t index = e->proposed_index + 1;
+    struct txn_op stack_ops[4];
+    char *stack_resolved[4] = {0};
+    struct txn_op *txn_ops = op_count <= 4 ? stack_ops : calloc(op_count, sizeof *txn_ops);
+    char **resolved = op_count <= 4 ? stack_resolved : calloc(op_count, sizeof *resolved);
+    struct overlay_undo undo = {0};
+    struct bytes payload = {0};
+    int rc = 0;
+    size_t failed = 0;
+    if (!txn_ops || !resolved) {
+        rc = CORRAL_E_NO_MEMORY;
+        goto out;
+    }
+    for (failed = 0; failed < op_count; failed++) {
+        rc = prep_one(e, session_id, &ops[failed], index, &txn_ops[failed], &resolved[failed],
+                      &undo);
+        if (rc != 0)
+            break;
+    }
+    if (rc != 0) {
+        overlay_undo_apply(&e->overlay, &undo);
+        engine_error_set(e, error, rc, is_multi ? (int)failed : -1, ops[failed].path,
+                         ops[failed].path ? ops[failed].path_length : 0);
+        goto out;
+    }
+    struct txn t = {.type = TXN_OPS,
+                    .time_ms = e->host.wall_ms(e->host.data),
+                    .session_id = session_id,
+                    .op_count = (uint32_t)op_count,
+                    .ops = txn_ops};
+    if (txn_encode(&t, &payload) != 0 || bytes_failed(&payload)) {
+        overlay_undo_apply(&e->overlay, &undo);
+        rc = CORRAL_E_NO_MEMORY;
+        engine_error_set(e, error, rc, -1, NULL, 0);
+        goto out;
+    }
+    rc = engine_propose(e, &payload, done, arg, is_multi);
+    if (rc != 0) {
+        overlay_undo_apply(&e->overlay, &undo);
+        engine_error_set(e, error, rc, -1, NULL, 0);
+    }
+out:
+    for (size_t i = 0; resolved && i < op_count; i++)
+        free(resolved[i]);
+    if (txn_ops != stack_ops)
+        free(txn_ops);
+    if (resolved != stack_resolved)
+        free(resolved);
+    overlay_undo_free(&undo);
+    bytes_free(&payload);
+    return rc;
+}
+
+static int engine_submit_txn(struct engine *e, const struct txn *t, engine_done_fn done, void *arg)
+{
+    struct bytes payload = {0};
+    if (txn_encode(t, &payload) != 0 || bytes_failed(&payload)) {
+        bytes_free(&payload);
+        return CORRAL_E_NO_MEMORY;
+    }
+    int rc = engine_propose(e, &payload, done, arg, false);
+    bytes_free(&payload);
+    return rc;
+}
+
+int engine_sync(struct engine *e, engine_done_fn done, void *arg)
+{
+    /* A no-op through the log: it completes only after everything proposed before it
+     * has been applied, and in a quorum only once a majority confirms this member
+     * still leads, which is what ZooKeeper's sync promises. */
+    if (e->shutting_down)
+        return CORRAL_E_SHUTTING_DOWN;
+    struct txn t = {.type = TXN_NOOP, .time_ms = e->host.wall_ms(e->host.data)};
+    return engine_submit_txn(e, &t, done, arg);
+}
+
+/* ------------------------------------------------------------------------------ */
+/* public: sessions                                                                 */
+
+static uint32_t engine_timeout_clamp(const struct engine *e, uint32_t timeout_ms)
+{
+    if (timeout_ms < e->options.min_session_timeout_ms)
+        return e->options.min_session_timeout_ms;
+    if (timeout_ms > e->options.max_session_timeout_ms)
+        return e->options.max_session_timeout_ms;
+    return timeout_ms;
+}
+
+int engine_session_open(struct engine *e, uint32_t timeout_ms, engine_done_fn done, void *arg)
+{
+    if (e->shutting_down)
+        return CORRAL_E_SHUTTING_DOWN;
+    uint64_t id = 0;
+    do {
+        e->host.random_bytes(e->host.data, &id, sizeof id);
+    } while (id == 0 || session_find(&e->sessions, id));
+    struct txn t = {.type = TXN_SESSION_OPEN,
+                    .time_ms = e->host.wall_ms(e->host.data),
+                    .session_id = id,
+                    .timeout_ms = engine_timeout_clamp(e, timeout_ms)};
+    return engine_submit_txn(e, &t, done, arg);
+}
+
+/* Predicts the deletions a session close will make: the session's ephemerals, as the
+ * tree plus the overlay will hold them when the close is applied. */
+static int close_prep_ephemerals(struct engine *e, struct session *s, uint64_t index)
+{
+    char path[PATH_MAX_BYTES + 1];
+    int rc = 0;
+    /* Ephemerals already in the tree (creates still in flight are in the overlay). */
+    for (uint32_t i = 0; i < s->ephemeral_count && rc == 0; i++) {
+        size_t length = znode_path_get(s->ephemerals[i], path, sizeof path);
+        if (length >= sizeof path)
+            continue;
+        struct overlay_view view, parent;
+        if (!view_get(e, path, length, &view))
+            continue;
+        size_t parent_length = path_parent_length(path, length);
+        view_get(e, path, parent_length, &parent);
+        struct overlay_view deleted = {.exists = false};
+        parent.cversion++;
+        parent.child_count--;
+        rc = overlay_put(&e->overlay, path, length, &deleted, index, NULL);
+        if (rc == 0)
+            rc = overlay_put(&e->overlay, path, parent_length, &parent, index, NULL);
+    }
+    /* Ephemerals whose create is in flight: collect first, the overlay changes below. */
+    size_t count = 0, capacity = 0;
+    char **pending = NULL;
+    for (size_t b = 0; b < e->overlay.bucket_count && rc == 0; b++) {
+        for (struct overlay_entry *entry = e->overlay.buckets[b]; entry; entry = entry->next) {
+            if (!entry->view.exists || entry->view.ephemeral_owner != s->id)
+                continue;
+            if (count == capacity) {
+                capacity = capacity ? capacity * 2 : 8;
+                char **grown = realloc(pending, capacity * sizeof *grown);
+                if (!grown) {
+                    rc = CORRAL_E_NO_MEMORY;
+                    break;
+                }
+                pending = grown;
+            }
+            pending[count++] = entry->path; /* borrowed: entries are not freed below */
+        }
+    }
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        size_t length = strlen(pending[i]);
+        struct overlay_view deleted = {.exists = false}, parent;
+        size_t parent_length = path_parent_length(pending[i], length);
+        view_get(e, pending[i], parent_length, &parent);
+        parent.cversion++;
+        parent.child_count--;
+        /* the parent first: overlay_put on the entry itself keeps its path alive */
+        rc = overlay_put(&e->overlay, pending[i], parent_length, &parent, index, NULL);
+        if (rc == 0)
+            rc = overlay_put(&e->overlay, pending[i], length, &deleted, index, NULL);
+    }
+    free(pending);
+    return rc;
+}
+
+static int engine_session_end(struct engine *e, struct session *s, engine_done_fn done, void *arg)
+{
+    uint64_t index = e->proposed_index + 1;
+    int rc = close_prep_ephemerals(e, s, index);
+    if (rc != 0)
+        return rc;
+    s->closing = true;
+    struct txn t = {.type = TXN_SESSION_CLOSE,
+                    .time_ms = e->host.wall_ms(e->host.data),
+                    .session_id = s->id};
+    rc = engine_submit_txn(e, &t, done, arg);
+    if (rc != 0)
+        s->closing = false;
+    return rc;
+}
+
+int engine_session_close(struct engine *e, uint64_t session_id, engine_done_fn done, void *arg)
+{
+    if (e->shutting_down)
+        return CORRAL_E_SHUTTING_DOWN;
+    struct session *s = session_find(&e->sessions, session_id);
+    if (!s || s->closing)
+        return CORRAL_E_SESSION_EXPIRED;
+    return engine_session_end(e, s, done, arg);
+}
+
+int engine_session_touch(struct engine *e, uint64_t session_id)
+{
+    struct session *s = session_find(&e->sessions, session_id);
+    if (!s || s->closing)
+        return CORRAL_E_SESSION_EXPIRED;
+    s->deadline_ms = engine_now(e) + s->timeout_ms;
+    return 0;
+}
+
+int engine_session_info_get(struct engine *e, uint64_t session_id, struct engine_session_info *out)
+{
+    struct session *s = session_find(&e->sessions, session_id);
+    if (!s || s->closing)
+        return CORRAL_E_SESSION_EXPIRED;
+    uint64_t now = engine_now(e);
+    out->id = s->id;
+    out->timeout_ms = s->timeout_ms;
+    out->remaining_ms = s->deadline_ms > now ? s->deadline_ms - now : 0;
+    out->ephemeral_count = s->ephemeral_count;
+    out->ephemerals = (const struct znode *const *)s->ephemerals;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* time: session expiry and reaping of containers and TTL nodes                     */
+
+struct expiry_scan {
+    uint64_t now;
+    uint64_t *expired;
+    size_t count;
+    size_t capacity;
+};
+
+static void expiry_scan_session(void *arg, struct session *s)
+{
+    struct expiry_scan *scan = arg;
+    if (s->closing || s->deadline_ms > scan->now)
+        return;
+    if (scan->count == scan->capacity) {
+        size_t capacity = scan->capacity ? scan->capacity * 2 : 16;
+        uint64_t *grown = realloc(scan->expired, capacity * sizeof *grown);
+        if (!grown)
+            return; /* retried on the next tick */
+        scan->expired = grown;
+        scan->capacity = capacity;
+    }
+    scan->expired[scan->count++] = s->id;
+}
+
+static void engine_sessions_expire(struct engine *e, uint64_t now)
+{
+    /* Only the member that proposes (standalone, or the leader) expires sessions; the
+     * expiry is a txn, so every replica deletes the same ephemerals at the same zxid. */
+    struct expiry_scan scan = {.now = now};
+    session_table_each(&e->sessions, expiry_scan_session, &scan);
+    for (size_t i = 0; i < scan.count; i++) {
+        struct session *s = session_find(&e->sessions, scan.expired[i]);
+        if (!s)
+            continue;
+        engine_log(e, 1, "session %016" PRIx64 " expired (timeout %" PRIu32 " ms)", s->id,
+                   s->timeout_ms);
+        if (engine_session_end(e, s, NULL, NULL) != 0)
+            engine_log(e, 2, "session %016" PRIx64 " expiry could not be logged; retrying",
+                       s->id);
+    }
+    free(scan.expired);
+}
+
+static void engine_reap(struct engine *e)
+{
+    /* ZooKeeper's ContainerManager: a container that has had children (cversion > 0)
+     * and has none is deleted; a TTL node without children that was not modified for
+     * ttl_ms is deleted. Candidates are collected first because each delete changes
+     * the tree's list. The delete carries the version seen here, so a set racing with
+     * the reaper wins and the node stays. */
+    size_t count = 0;
+    struct znode *const *reapable = tree_reapable(e->tree, &count);
+    if (count == 0)
+        return;
+    int64_t now = e->host.wall_ms(e->host.data);
+    char path[PATH_MAX_BYTES + 1];
+    struct {
+        char *path;
+        int32_t version;
+    } *victims = calloc(count, sizeof *victims); /* freed below */
+    if (!victims)
+        return;
+    size_t victim_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        const struct znode *n = reapable[i];
+        if (n->child_count > 0)
+            continue;
+        bool expired = (n->flags & ZNODE_CONTAINER) ? n->cversion > 0
+                                                    : now - n->mtime > n->ttl_ms;
+        if (!expired)
+            continue;
+        size_t length = znode_path_get(n, path, sizeof path);
+        if (length >= sizeof path)
+            continue;
+        victims[victim_count].path = strdup(path);
+        victims[victim_count].version = n->version;
+        if (victims[victim_count].path)
+            victim_count++;
+    }
+    for (size_t i = 0; i < victim_count; i++) {
+        struct engine_op op = {.type = ENGINE_OP_DELETE,
+                               .path = victims[i].path,
+                               .path_length = strlen(victims[i].path),
+                               .version = victims[i].version};
+        if (engine_submit_ops(e, 0, &op, 1, false, NULL, NULL, NULL) == 0)
+            engine_log(e, 0, "reaping %s", victims[i].path);
+        free(victims[i].path);
+    }
+    free(victims);
+}
+
+void engine_tick(struct engine *e)
+{
+    if (e->shutting_down)
+        return;
+    uint64_t now = engine_now(e);
+    if (now >= e->next_session_check_ms) {
+        engine_sessions_expire(e, now);
+        uint32_t step = e->options.tick_ms / 4;
+        e->next_session_check_ms = now + (step < 10 ? 10 : step > 250 ? 250 : step);
+    }
+    if (now >= e->next_reap_ms) {
+        engine_reap(e);
+        e->next_reap_ms = now + e->options.reap_interval_ms;
+    }
+}
+
+/* ------------------------------------------------------------------------------ */
+/* snapshots                                                                        */
+
+/* Snapshot body (inside the file format of snapshot.h), little endian:
+ *   OFFSET SIZE DESCRIPTION
+ *   0      4    body format version (1)
+ *   4      4    reserved, zero
+ *   8      8    session count S
+ *   16     12*S sessions: id (8), timeout ms (4)
+ *   ...         tree image (tree_encode)
+ * Ephemeral lists are not stored: they are rebuilt from the nodes' owners. */
+struct session_encode {
+    struct bytes *out;
+};
+
+static void session_encode_one(void *arg, struct session *s)
+{
+    struct session_encode *encode = arg;
+    bytes_put_u64(encode->out, s->id);
+    bytes_put_u32(encode->out, s->timeout_ms);
+}
+
+static int engine_state_encode(struct engine *e, struct bytes *out)
+{
+    bytes_put_u32(out, ENGINE_SNAPSHOT_BODY_VERSION);
+    bytes_put_u32(out, 0);
+    bytes_put_u64(out, e->sessions.count);
+    struct session_encode encode = {.out = out};
+    session_table_each(&e->sessions, session_encode_one, &encode);
+    int rc = tree_encode(e->tree, out);
+    if (rc == 0 && bytes_failed(out))
+        rc = CORRAL_E_NO_MEMORY;
+    return rc;
+}
+
+static int ephemeral_rebuild(void *arg, struct znode *n, uint32_t depth)
+{
+    struct engine *e = arg;
+    (void)depth;
+    if (!n->ephemeral_owner)
+        return 0;
+    struct session *s = session_find(&e->sessions, n->ephemeral_owner);
+    if (!s)
+        return CORRAL_E_CORRUPT;
+    return session_ephemeral_add(s, n);
+}
+
+/* Replaces the engine's tree and sessions with a snapshot body. */
+static int engine_state_decode(struct engine *e, const uint8_t *body, size_t length)
+{
+    struct bytes_reader r;
+    bytes_reader_init(&r, body, length);
+    if (bytes_get_u32(&r) != ENGINE_SNAPSHOT_BODY_VERSION)
+        return CORRAL_E_CORRUPT;
+    (void)bytes_get_u32(&r);
+    uint64_t count = bytes_get_u64(&r);
+    if (r.failed || count > (length - r.offset) / 12)
+        return CORRAL_E_CORRUPT;
+    struct session_table sessions;
+    if (session_table_init(&sessions) != 0)
+        return CORRAL_E_NO_MEMORY;
+    int rc = 0;
+    for (uint64_t i = 0; i < count && rc == 0; i++) {
+        uint64_t id = bytes_get_u64(&r);
+        uint32_t timeout = bytes_get_u32(&r);
+        if (r.failed || id == 0 || session_find(&sessions, id))
+            rc = CORRAL_E_CORRUPT;
+        else if (!session_add(&sessions, id, timeout))
+            rc = CORRAL_E_NO_MEMORY;
+    }
+    struct tree *tree = NULL;
+    if (rc == 0)
+        rc = tree_decode(&r, &tree);
+    if (rc == 0 && r.offset != r.length)
+        rc = CORRAL_E_CORRUPT;
+    if (rc != 0) {
+        if (tree)
+            tree_destroy(tree);
+        session_table_free(&sessions);
+        return rc;
+    }
+    tree_destroy(e->tree);
+    session_table_free(&e->sessions);
+    e->tree = tree;
+    e->sessions = sessions;
+    rc = tree_walk(e->tree, ephemeral_rebuild, e);
+    return rc;
+}
+
+struct snapshot_job {
+    struct engine *engine;
+    struct bytes body;
+    uint64_t zxid;
+    uint64_t term;
+    char dir[4096];
+    uint32_t keep;
+    int result;
+    int64_t oldest_kept;
+    uint64_t started_ms;
+};
+
+static void snapshot_job_work(void *arg)
+{
+    struct snapshot_job *job = arg;
+    job->result = snapshot_write(job->dir, job->zxid, job->term, job->body.data, job->body.length);
+    job->oldest_kept = job->result == 0 ? snapshot_prune(job->dir, job->keep) : 0;
+}
+
+static void snapshot_job_done(void *arg)
+{
+    struct snapshot_job *job = arg;
+    struct engine *e = job->engine;
+    e->snapshot_in_flight = false;
+    if (job->result != 0) {
+        engine_log(e, 2, "snapshot at zxid %" PRIu64 " failed (%s); the log is kept", job->zxid,
+                   corral_error_name(job->result));
+    } else {
+        e->snapshots_written++;
+        e->last_snapshot_index = job->zxid;
+        engine_log(e, 1, "snapshot at zxid %" PRIu64 ": %zu bytes in %" PRIu64 " ms", job->zxid,
+                   job->body.length, engine_now(e) - job->started_ms);
+        /* Keep the log back to the oldest snapshot kept, so that falling back to it
+         * (when a newer one is found corrupt) still finds every txn after it. */
+        if (job->oldest_kept > 0 && wal_drop_before(e->wal, (uint64_t)job->oldest_kept + 1) != 0)
+            engine_log(e, 2, "could not drop old log segments");
+    }
+    bytes_free(&job->body);
+    free(job);
+}
+
+static void engine_snapshot_maybe(struct engine *e)
+{
+    if (e->snapshot_in_flight || e->shutting_down ||
+        e->applied_index - e->last_snapshot_index < e->options.snapshot_every)
+        return;
+    struct snapshot_job *job = calloc(1, sizeof *job); /* freed by snapshot_job_done */
+    if (!job)
+        return;
+    job->engine = e;
+    job->zxid = e->applied_index;
+    job->term = e->applied_term;
+    job->keep = e->options.snapshots_keep;
+    job->started_ms = engine_now(e);
+    snprintf(job->dir, sizeof job->dir, "%s", e->options.data_dir);
+    /* The image is encoded here, on the loop thread, so that it is exactly the state
+     * at applied_index; only the write and fsync go to a worker. The pause grows with
+     * the tree (see the README's figures); a fork-based or copy-on-write image would
+     * remove it. */
+    if (engine_state_encode(e, &job->body) != 0) {
+        engine_log(e, 2, "snapshot skipped: out of memory encoding the state");
+        bytes_free(&job->body);
+        free(job);
+        e->last_snapshot_index = e->applied_index; /* do not retry on every apply */
+        return;
+    }
+    e->snapshot_in_flight = true;
+    if (e->host.run_blocking(e->host.data, snapshot_job_work, snapshot_job_done, job) != 0) {
+        e->snapshot_in_flight = false;
+        bytes_free(&job->body);
+        free(job);
+    }
+}
+
+/* ------------------------------------------------------------------------------ */
+/* open, recovery, close                                                            */
+
+static int replay_one(void *arg, uint64_t index, uint64_t term, const void *payload, size_t length)
+{
+    struct engine *e = arg;
+    if (index != e->applied_index + 1)
+        return CORRAL_E_CORRUPT;
+    return engine_apply(e, index, term, payload, length, NULL, NULL);
+}
+
+static void recovery_fresh_timeouts(void *arg, struct session *s)
+{
+    struct engine *e = arg;
+    s->deadline_ms = engine_now(e) + s->timeout_ms;
+}
+
+static int engine_load_snapshot(struct engine *e, struct engine_recovery_report *report)
+{
+    struct snapshot_file *files = NULL;
+    size_t count = 0;
+    int rc = snapshot_list(e->options.data_dir, &files, &count);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t zxid = 0, term = 0;
+        uint8_t *body = NULL;
+        size_t length = 0;
+        rc = snapshot_read(files[i].path, &zxid, &term, &body, &length);
+        if (rc == 0)
+            rc = engine_state_decode(e, body, length);
+        free(body);
+        if (rc == 0) {
+            e->applied_index = e->last_snapshot_index = zxid;
+            e->applied_term = term;
+            report->snapshot_zxid = zxid;
+            break;
+        }
+        if (rc == CORRAL_E_NO_MEMORY)
+            break;
+        report->snapshots_skipped++;
+        engine_log(e, 2, "snapshot %s is corrupt (%s): skipping it for an older one",
+                   files[i].path, corral_error_name(rc));
+        rc = 0;
+    }
+    free(files);
+    return rc;
+}
+
+static void engine_options_defaults(struct engine_options *o)
+{
+    if (!o->max_data_bytes)
+        o->max_data_bytes = ENGINE_DEFAULT_MAX_DATA;
+    if (!o->tick_ms)
+        o->tick_ms = ENGINE_DEFAULT_TICK_MS;
+    if (!o->min_session_timeout_ms)
+        o->min_session_timeout_ms = 2 * o->tick_ms;
+    if (!o->max_session_timeout_ms)
+        o->max_session_timeout_ms = 20 * o->tick_ms;
+    if (o->max_session_timeout_ms < o->min_session_timeout_ms)
+        o->max_session_timeout_ms = o->min_session_timeout_ms;
+    if (!o->snapshot_every)
+        o->snapshot_every = ENGINE_DEFAULT_SNAPSHOT_EVERY;
+    if (!o->snapshots_keep)
+        o->snapshots_keep = ENGINE_DEFAULT_SNAPSHOTS_KEEP;
+    if (!o->reap_interval_ms)
+        o->reap_interval_ms = ENGINE_DEFAULT_REAP_INTERVAL_MS;
+}
+
+int engine_open(const struct engine_options *options, const struct engine_host *host,
+                struct engine **out, struct engine_recovery_report *report)
+{
+    struct engine_recovery_report scratch;
+    if (!report)
+        report = &scratch;
+    memset(report, 0, sizeof *report);
+    struct engine *e = calloc(1, sizeof *e); /* owned by the caller: engine_close */
+    if (!e)
+        return CORRAL_E_NO_MEMORY;
+    e->options = *options;
+    e->host = *host;
+    engine_options_defaults(&e->options);
+    uint64_t started = engine_now(e);
+    int rc = 0;
+    if (mkdir(e->options.data_dir, 0755) != 0 && errno != EEXIST) {
+        engine_log(e, 3, "cannot create data dir %s: %s", e->options.data_dir, strerror(errno));
+        rc = CORRAL_E_IO;
+        goto fail;
+    }
+    e->tree = tree_create();
+    if (!e->tree || session_table_init(&e->sessions) != 0 || overlay_init(&e->overlay) != 0) {
+        rc = CORRAL_E_NO_MEMORY;
+        goto fail;
+    }
+    if ((rc = engine_load_snapshot(e, report)) != 0)
+        goto fail;
+
+    struct wal_options wal_options = {.dir = e->options.data_dir,
+                                      .segment_bytes = e->options.wal_segment_bytes};
+    struct wal_recovery_report wal_report;
+    if ((rc = wal_open(&wal_options, &e->wal, &wal_report)) != 0)
+        goto fail;
+    report->wal_cut_bytes = wal_report.cut_bytes;
+    report->wal_cut_segments = wal_report.cut_segments;
+    if (wal_report.cut_reason[0])
+        engine_log(e, 2, "log tail cut: %s (%" PRIu64 " bytes, %" PRIu32 " segments removed)",
+                   wal_report.cut_reason, wal_report.cut_bytes, wal_report.cut_segments);
+
+    uint64_t first = wal_first_index(e->wal), last = wal_last_index(e->wal);
+    if (last != 0 && last <= e->applied_index) {
+        /* Everything in the log is in the snapshot: start the log afresh after it. */
+        if ((rc = wal_truncate_after(e->wal, 0)) != 0)
+            goto fail;
+    } else if (last != 0) {
+        if (first > e->applied_index + 1) {
+            engine_log(e, 3,
+                       "the log starts at zxid %" PRIu64 " but the state is at %" PRIu64
+                       ": txns in between are missing",
+                       first, e->applied_index);
+            rc = CORRAL_E_CORRUPT;
+            goto fail;
+        }
+        uint64_t before = e->applied_index;
+        rc = wal_replay(e->wal, e->applied_index + 1, replay_one, e);
+        if (rc != 0) {
+            engine_log(e, 3, "replay stopped at zxid %" PRIu64 ": %s", e->applied_index + 1,
+                       corral_error_name(rc));
+            goto fail;
+        }
+        report->replayed = e->applied_index - before;
+    }
+    e->proposed_index = e->applied_index;
+    e->cluster = cluster_create_standalone(1, e->applied_term, e->applied_index);
+    if (!e->cluster) {
+        rc = CORRAL_E_NO_MEMORY;
+        goto fail;
+    }
+    session_table_each(&e->sessions, recovery_fresh_timeouts, e);
+    e->next_session_check_ms = engine_now(e);
+    e->next_reap_ms = engine_now(e) + e->options.reap_interval_ms;
+    report->zxid = e->applied_index;
+    report->nodes = tree_node_count(e->tree);
+    report->sessions = e->sessions.count;
+    report->elapsed_ms = engine_now(e) - started;
+    *out = e;
+    return 0;
+fail:
+    if (e->wal)
+        wal_close(e->wal);
+    if (e->tree)
+        tree_destroy(e->tree);
+    if (e->sessions.buckets)
+        session_table_free(&e->sessions);
+    overlay_free(&e->overlay);
+    free(e);
+    return rc;
+}
+
+void engine_shutdown_begin(struct engine *e)
+{
+    e->shutting_down = true;
+}
+
+bool engine_idle(const struct engine *e)
+{
+    return !e->wal_batch_outstanding && !e->snapshot_in_flight && e->inflight_head == NULL;
+}
+
+void engine_close(struct engine *e)
+{
+    if (!e)
+        return;
+    /* Callers wait for engine_idle; anything still queued was never durable. */
+    struct inflight *f = e->inflight_head;
+    while (f) {
+        struct inflight *next = f->next;
+        if (f->done) {
+            struct engine_result result = {.error = CORRAL_E_SHUTTING_DOWN, .failed_index = -1};
+            f->done(f->arg, &result);
+        }
+        bytes_free(&f->payload);
+        free(f);
+        f = next;
+    }
+    wal_close(e->wal);
+    cluster_destroy(e->cluster);
+    tree_destroy(e->tree);
+    session_table_free(&e->sessions);
+    overlay_free(&e->overlay);
+    bytes_free(&e->scratch_payload);
+    free(e);
+}
+
+/* ------------------------------------------------------------------------------ */
+/* reads and statistics                                                             */
+
+uint64_t engine_applied_zxid(const struct engine *e)
+{
+    return e->applied_index;
+}
+
+uint64_t engine_commit_zxid(const struct engine *e)
+{
+    return cluster_commit_index(e->cluster);
+}
+
+uint64_t engine_epoch(const struct engine *e)
+{
+    return cluster_term(e->cluster);
+}
+
+const char *engine_role_name(const struct engine *e)
+{
+    return cluster_role_name(cluster_role_get(e->cluster));
+}
+
+uint64_t engine_member_id(const struct engine *e)
+{
+    return cluster_self_id(e->cluster);
+}
+
+uint32_t engine_max_data_bytes(const struct engine *e)
+{
+    return e->options.max_data_bytes;
+}
+
+int engine_lookup(struct engine *e, const char *path, size_t length, const struct znode **out)
+{
+    if (!path || path_validate(path, length, false) != 0)
+        return CORRAL_E_BAD_ARGUMENTS;
+    struct znode *n = tree_lookup(e->tree, path, length);
+    if (!n)
+        return CORRAL_E_NO_NODE;
+    *out = n;
+    return 0;
+}
+
+void engine_stats_get(const struct engine *e, struct engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->nodes = tree_node_count(e->tree);
+    out->sessions = e->sessions.count;
+    out->data_bytes = tree_data_bytes(e->tree);
+    out->wal_batches = e->wal_batches;
+    out->wal_records = e->wal_records;
+    out->snapshots_written = e->snapshots_written;
+    out->last_snapshot_zxid = e->last_snapshot_index;
+    out->writes_in_flight = e->inflight_count;
+}
