@@ -371,7 +371,8 @@ static int wal_dir_list(int dir_fd, uint64_t **out, size_t *count)
         }
         v[n++] = first;
     }
-    qsort(v, n, sizeof(*v), wal_u64_cmp);
+    if (n > 0)
+        qsort(v, n, sizeof(*v), wal_u64_cmp);
     *out = v;
     *count = n;
     v = NULL;

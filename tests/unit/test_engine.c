@@ -1,0 +1,483 @@
+/* test_engine.c: the engine's pipeline driven by a fake host.
+ *
+ * The host runs "blocking" jobs only when the test says so, which lets a test hold
+ * writes between prep and apply (in flight) and check that prep validates against the
+ * predicted state, that nothing is answered before the WAL batch completes, and that
+ * recovery rebuilds exactly what was acknowledged. Time is a variable. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+/* ---- fake host ---- */
+
+struct job {
+    void (*work)(void *);
+    void (*done)(void *);
+    void *arg;
+};
+
+static struct job jobs[64];
+static size_t job_count;
+static uint64_t clock_ms = 1000000;
+static int64_t wall = 1700000000000;
+static uint64_t random_state = 42;
+
+static int64_t fake_wall(void *d)
+{
+    (void)d;
+    return wall;
+}
+static uint64_t fake_monotonic(void *d)
+{
+    (void)d;
+    return clock_ms;
+}
+static void fake_random(void *d, void *buf, size_t n)
+{
+    (void)d;
+    for (size_t i = 0; i < n; i++) {
+        random_state = random_state * 6364136223846793005ULL + 1442695040888963407ULL;
+        ((uint8_t *)buf)[i] = (uint8_t)(random_state >> 56);
+    }
+}
+static int fake_run(void *d, void (*work)(void *), void (*done)(void *), void *arg)
+{
+    (void)d;
+    assert_true(job_count < 64);
+    jobs[job_count++] = (struct job){work, done, arg};
+    return 0;
+}
+static void fake_log(void *d, int level, const char *message)
+{
+    (void)d;
+    if (getenv("TEST_ENGINE_LOG"))
+        fprintf(stderr, "[%d] %s\n", level, message);
+    (void)level;
+    (void)message;
+}
+
+/* Runs queued jobs (and those they queue) until none is left. */
+static void run_jobs(void)
+{
+    while (job_count > 0) {
+        struct job j = jobs[0];
+        memmove(jobs, jobs + 1, --job_count * sizeof jobs[0]);
+        j.work(j.arg);
+        j.done(j.arg);
+    }
+}
+
+static const struct engine_host host = {
+    .wall_ms = fake_wall,
+    .monotonic_ms = fake_monotonic,
+    .random_bytes = fake_random,
+    .run_blocking = fake_run,
+    .log = fake_log,
+};
+
+/* ---- completion capture ---- */
+
+struct outcome {
+    int calls;
+    int error;
+    uint64_t zxid;
+    uint64_t session_id;
+    uint32_t timeout_ms;
+    char path[256];
+    struct znode_stat stat;
+};
+
+static void on_done(void *arg, const struct engine_result *r)
+{
+    struct outcome *o = arg;
+    o->calls++;
+    o->error = r->error;
+    o->zxid = r->zxid;
+    o->session_id = r->session_id;
+    o->timeout_ms = r->timeout_ms;
+    if (r->op_count > 0) {
+        snprintf(o->path, sizeof o->path, "%s", r->ops[r->op_count - 1].path);
+        o->stat = r->ops[r->op_count - 1].stat;
+    }
+}
+
+static char data_dir[512];
+
+static struct engine *open_engine(struct engine_recovery_report *report)
+{
+    struct engine_options options = {.data_dir = data_dir,
+                                     .tick_ms = 100,
+                                     .snapshot_every = 1000000,
+                                     .reap_interval_ms = 100};
+    struct engine *e = NULL;
+    assert_int_equal(engine_open(&options, &host, &e, report), 0);
+    return e;
+}
+
+static int setup(void **state)
+{
+    const char *base = getenv("CORRAL_TEST_DIR");
+    snprintf(data_dir, sizeof data_dir, "%s/engine-XXXXXX", base ? base : ".");
+    assert_non_null(mkdtemp(data_dir));
+    job_count = 0;
+    *state = open_engine(NULL);
+    return 0;
+}
+
+static void close_engine(struct engine *e)
+{
+    run_jobs();
+    assert_true(engine_idle(e));
+    engine_close(e);
+}
+
+static int teardown(void **state)
+{
+    close_engine(*state);
+    char command[600];
+    snprintf(command, sizeof command, "rm -rf '%s'", data_dir);
+    assert_int_equal(system(command), 0);
+    return 0;
+}
+
+static struct engine_op op_create(const char *path, const char *data, uint32_t flags)
+{
+    return (struct engine_op){.type = ENGINE_OP_CREATE,
+                              .path = path,
+                              .path_length = strlen(path),
+                              .data = data,
+                              .data_length = data ? strlen(data) : 0,
+                              .version = -1,
+                              .create_flags = flags};
+}
+
+static struct engine_op op_simple(enum engine_op_type type, const char *path, int32_t version)
+{
+    return (struct engine_op){
+        .type = type, .path = path, .path_length = strlen(path), .version = version};
+}
+
+static int submit(struct engine *e, uint64_t session, struct engine_op op, struct outcome *o)
+{
+    struct engine_result error;
+    return engine_submit_ops(e, session, &op, 1, false, on_done, o, &error);
+}
+
+static uint64_t open_session(struct engine *e, uint32_t timeout)
+{
+    struct outcome o = {0};
+    assert_int_equal(engine_session_open(e, timeout, on_done, &o), 0);
+    run_jobs();
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.error, 0);
+    return o.session_id;
+}
+
+/* ---- tests ---- */
+
+static void test_engine_submit_ops__answered_only_after_the_batch_is_durable(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/a", "x", 0), &o), 0);
+    assert_int_equal(o.calls, 0);
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/a", 2, &n), CORRAL_E_NO_NODE); /* not applied yet */
+    run_jobs();
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.error, 0);
+    assert_string_equal(o.path, "/a");
+    assert_int_equal(o.zxid, 1);
+    assert_int_equal(engine_lookup(e, "/a", 2, &n), 0);
+    assert_int_equal(n->czxid, 1);
+    assert_int_equal(n->ctime, wall);
+}
+
+static void test_engine_submit_ops__prep_sees_writes_in_flight(void **state)
+{
+    struct engine *e = *state;
+    struct outcome a = {0}, b = {0}, c = {0};
+    assert_int_equal(submit(e, 0, op_create("/p", NULL, 0), &a), 0);
+    /* the parent exists only in flight: the child create must be accepted */
+    assert_int_equal(submit(e, 0, op_create("/p/c", NULL, 0), &b), 0);
+    /* and a second create of /p must be refused although the tree has no /p yet */
+    assert_int_equal(submit(e, 0, op_create("/p", NULL, 0), &c), CORRAL_E_NODE_EXISTS);
+    /* deleting /p is refused: it will have a child */
+    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/p", -1), &c),
+                     CORRAL_E_NOT_EMPTY);
+    run_jobs();
+    assert_int_equal(a.error, 0);
+    assert_int_equal(b.error, 0);
+    assert_int_equal(c.calls, 0);
+    const struct znode *p;
+    assert_int_equal(engine_lookup(e, "/p", 2, &p), 0);
+    assert_int_equal(p->child_count, 1);
+    assert_int_equal(p->cversion, 1);
+    assert_int_equal(p->pzxid, 2);
+}
+
+static void test_engine_submit_ops__sequential_names_count_in_flight_creates(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o[3] = {0};
+    assert_int_equal(submit(e, 0, op_create("/q", NULL, 0), &o[0]), 0);
+    run_jobs();
+    struct outcome s[3] = {0};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(submit(e, 0, op_create("/q/item-", NULL, ENGINE_CREATE_SEQUENTIAL), &s[i]),
+                         0);
+    run_jobs();
+    assert_string_equal(s[0].path, "/q/item-0000000000");
+    assert_string_equal(s[1].path, "/q/item-0000000001");
+    assert_string_equal(s[2].path, "/q/item-0000000002");
+}
+
+static void test_engine_submit_ops__multi_is_all_or_nothing(void **state)
+{
+    struct engine *e = *state;
+    struct engine_op ops[3] = {op_create("/m1", NULL, 0), op_create("/m2", NULL, 0),
+                               op_simple(ENGINE_OP_CHECK, "/m1", 5)};
+    struct engine_result error;
+    struct outcome o = {0};
+    assert_int_equal(engine_submit_ops(e, 0, ops, 3, true, on_done, &o, &error),
+                     CORRAL_E_BAD_VERSION);
+    assert_int_equal(error.failed_index, 2);
+    assert_string_equal(error.error_path, "/m1");
+    /* the overlay was rolled back: /m1 can be created now */
+    assert_int_equal(submit(e, 0, op_create("/m1", NULL, 0), &o), 0);
+    run_jobs();
+    assert_int_equal(o.error, 0);
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/m2", 3, &n), CORRAL_E_NO_NODE);
+    assert_int_equal(engine_applied_zxid(e), 1);
+}
+
+static void test_engine_submit_ops__version_checks(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/v", "1", 0), &o), 0);
+    struct engine_op set = op_simple(ENGINE_OP_SET, "/v", 0);
+    set.data = "2";
+    set.data_length = 1;
+    assert_int_equal(submit(e, 0, set, &o), 0);
+    /* in flight the version is now 1: expecting 0 again fails */
+    assert_int_equal(submit(e, 0, set, &o), CORRAL_E_BAD_VERSION);
+    run_jobs();
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/v", 2, &n), 0);
+    assert_int_equal(n->version, 1);
+    assert_int_equal(n->data_length, 1);
+    assert_memory_equal(n->data, "2", 1);
+    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/v", 0), &o), CORRAL_E_BAD_VERSION);
+    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/v", 1), &o), 0);
+    run_jobs();
+    assert_int_equal(engine_lookup(e, "/v", 2, &n), CORRAL_E_NO_NODE);
+}
+
+static void test_engine_submit_ops__refuses_bad_requests(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/x/y", NULL, 0), &o), CORRAL_E_NO_NODE);
+    assert_int_equal(submit(e, 0, op_create("bad", NULL, 0), &o), CORRAL_E_BAD_ARGUMENTS);
+    assert_int_equal(submit(e, 0, op_create("/zookeeper/x", NULL, 0), &o),
+                     CORRAL_E_BAD_ARGUMENTS);
+    assert_int_equal(submit(e, 0, op_create("/", NULL, 0), &o), CORRAL_E_BAD_ARGUMENTS);
+    assert_int_equal(submit(e, 0, op_create("/e", NULL, ENGINE_CREATE_EPHEMERAL), &o),
+                     CORRAL_E_BAD_ARGUMENTS);
+    assert_int_equal(submit(e, 12345, op_create("/e", NULL, ENGINE_CREATE_EPHEMERAL), &o),
+                     CORRAL_E_SESSION_EXPIRED);
+    struct engine_op container = op_create("/c", NULL, ENGINE_CREATE_CONTAINER);
+    container.ttl_ms = 10;
+    assert_int_equal(submit(e, 0, container, &o), CORRAL_E_BAD_ARGUMENTS);
+    char *big = calloc(1, 1024 * 1024 + 2);
+    memset(big, 'a', 1024 * 1024 + 1);
+    assert_int_equal(submit(e, 0, op_create("/big", big, 0), &o), CORRAL_E_BAD_ARGUMENTS);
+    big[1024 * 1024] = '\0';
+    assert_int_equal(submit(e, 0, op_create("/big", big, 0), &o), 0);
+    free(big);
+    run_jobs();
+    assert_int_equal(o.error, 0);
+    assert_int_equal(engine_applied_zxid(e), 1); /* only the accepted one was logged */
+}
+
+static void test_engine_session__close_deletes_ephemerals_in_one_txn(void **state)
+{
+    struct engine *e = *state;
+    uint64_t id = open_session(e, 1000);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, id, op_create("/e1", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    run_jobs();
+    /* e2's create is still in flight when the close is prepped */
+    assert_int_equal(submit(e, id, op_create("/e2", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    assert_int_equal(submit(e, id, op_create("/e2/child", NULL, 0), &o),
+                     CORRAL_E_NO_CHILDREN_FOR_EPHEMERALS);
+    struct outcome closed = {0};
+    assert_int_equal(engine_session_close(e, id, on_done, &closed), 0);
+    /* once the close is in flight, the paths are predicted free */
+    struct outcome again = {0};
+    assert_int_equal(submit(e, 0, op_create("/e1", NULL, 0), &again), 0);
+    assert_int_equal(engine_session_touch(e, id), CORRAL_E_SESSION_EXPIRED);
+    uint64_t before = engine_applied_zxid(e);
+    run_jobs();
+    assert_int_equal(closed.error, 0);
+    assert_int_equal(closed.zxid, before + 2);
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/e1", 3, &n), 0);
+    assert_int_equal(n->ephemeral_owner, 0);
+    assert_int_equal(engine_lookup(e, "/e2", 3, &n), CORRAL_E_NO_NODE);
+    struct engine_session_info info;
+    assert_int_equal(engine_session_info_get(e, id, &info), CORRAL_E_SESSION_EXPIRED);
+}
+
+static void test_engine_tick__expires_silent_sessions_only(void **state)
+{
+    struct engine *e = *state;
+    uint64_t quiet = open_session(e, 1000);
+    uint64_t chatty = open_session(e, 1000);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, quiet, op_create("/q", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    run_jobs();
+    for (int i = 0; i < 12; i++) {
+        clock_ms += 100;
+        assert_int_equal(engine_session_touch(e, chatty), 0);
+        engine_tick(e);
+        run_jobs();
+    }
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/q", 2, &n), CORRAL_E_NO_NODE);
+    assert_int_equal(engine_session_touch(e, quiet), CORRAL_E_SESSION_EXPIRED);
+    assert_int_equal(engine_session_touch(e, chatty), 0);
+}
+
+static void test_engine_session_open__timeout_is_clamped(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o = {0};
+    assert_int_equal(engine_session_open(e, 1, on_done, &o), 0);
+    run_jobs();
+    assert_int_equal(o.timeout_ms, 200); /* 2 x tick */
+    assert_int_equal(engine_session_open(e, 100000, on_done, &o), 0);
+    run_jobs();
+    assert_int_equal(o.timeout_ms, 2000); /* 20 x tick */
+}
+
+static void test_engine_tick__reaps_containers_and_ttl_nodes(void **state)
+{
+    struct engine *e = *state;
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/box", NULL, ENGINE_CREATE_CONTAINER), &o), 0);
+    assert_int_equal(submit(e, 0, op_create("/box/x", NULL, 0), &o), 0);
+    struct engine_op ttl = op_create("/ttl", NULL, 0);
+    ttl.ttl_ms = 500;
+    assert_int_equal(submit(e, 0, ttl, &o), 0);
+    run_jobs();
+    clock_ms += 200;
+    engine_tick(e);
+    run_jobs();
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/box", 4, &n), 0); /* it has a child */
+    assert_int_equal(engine_lookup(e, "/ttl", 4, &n), 0); /* not old enough */
+    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/box/x", -1), &o), 0);
+    run_jobs();
+    wall += 1000;
+    clock_ms += 200;
+    engine_tick(e);
+    run_jobs();
+    assert_int_equal(engine_lookup(e, "/box", 4, &n), CORRAL_E_NO_NODE);
+    assert_int_equal(engine_lookup(e, "/ttl", 4, &n), CORRAL_E_NO_NODE);
+}
+
+static void test_engine_open__recovers_acknowledged_state(void **state)
+{
+    struct engine *e = *state;
+    uint64_t id = open_session(e, 1000);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/r", "root", 0), &o), 0);
+    assert_int_equal(submit(e, id, op_create("/r/eph", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(
+            submit(e, 0, op_create("/r/s-", "v", ENGINE_CREATE_SEQUENTIAL), &o), 0);
+    run_jobs();
+    uint64_t zxid = engine_applied_zxid(e);
+    close_engine(e);
+
+    struct engine_recovery_report report;
+    e = open_engine(&report);
+    *state = e;
+    assert_int_equal(report.zxid, zxid);
+    assert_int_equal(report.replayed, zxid);
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/r", 2, &n), 0);
+    assert_int_equal(n->child_count, 51);
+    assert_int_equal(n->cversion, 51);
+    assert_int_equal(engine_lookup(e, "/r/eph", 6, &n), 0);
+    assert_int_equal(n->ephemeral_owner, id);
+    struct engine_session_info info;
+    assert_int_equal(engine_session_info_get(e, id, &info), 0);
+    assert_int_equal(info.ephemeral_count, 1);
+    assert_int_equal(info.remaining_ms, 1000); /* a fresh timeout from the restart */
+    /* new writes continue the zxid sequence */
+    assert_int_equal(submit(e, 0, op_create("/after", NULL, 0), &o), 0);
+    run_jobs();
+    assert_int_equal(o.zxid, zxid + 1);
+}
+
+static void test_engine_open__recovers_from_snapshot_and_log(void **state)
+{
+    struct engine *e = *state;
+    close_engine(e);
+    struct engine_options options = {.data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10};
+    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/s", NULL, 0), &o), 0);
+    run_jobs();
+    for (int i = 0; i < 34; i++) {
+        assert_int_equal(submit(e, 0, op_create("/s/n-", "d", ENGINE_CREATE_SEQUENTIAL), &o), 0);
+        run_jobs(); /* one txn per batch: snapshots at 10, 20, 30 */
+    }
+    struct engine_stats stats;
+    engine_stats_get(e, &stats);
+    assert_true(stats.snapshots_written >= 3);
+    close_engine(e);
+
+    struct engine_recovery_report report;
+    assert_int_equal(engine_open(&options, &host, &e, &report), 0);
+    *state = e;
+    assert_int_equal(report.snapshot_zxid, 30);
+    assert_int_equal(report.replayed, 5);
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/s", 2, &n), 0);
+    assert_int_equal(n->child_count, 34);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(test_engine_submit_ops__answered_only_after_the_batch_is_durable),
+        T(test_engine_submit_ops__prep_sees_writes_in_flight),
+        T(test_engine_submit_ops__sequential_names_count_in_flight_creates),
+        T(test_engine_submit_ops__multi_is_all_or_nothing),
+        T(test_engine_submit_ops__version_checks),
+        T(test_engine_submit_ops__refuses_bad_requests),
+        T(test_engine_session__close_deletes_ephemerals_in_one_txn),
+        T(test_engine_tick__expires_silent_sessions_only),
+        T(test_engine_session_open__timeout_is_clamped),
+        T(test_engine_tick__reaps_containers_and_ttl_nodes),
+        T(test_engine_open__recovers_acknowledged_state),
+        T(test_engine_open__recovers_from_snapshot_and_log),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
