@@ -48,6 +48,7 @@
 #define ENGINE_DEFAULT_MAX_DATA (1024u * 1024u)
 #define ENGINE_DEFAULT_TICK_MS 2000u
 #define ENGINE_DEFAULT_SNAPSHOT_EVERY 100000u
+#define ENGINE_DEFAULT_SNAPSHOT_LOG_BYTES (256u * 1024u * 1024u)
 #define ENGINE_DEFAULT_SNAPSHOTS_KEEP 3u
 #define ENGINE_DEFAULT_REAP_INTERVAL_MS 60000u
 #define ENGINE_SNAPSHOT_BODY_VERSION 1u
@@ -85,6 +86,7 @@ struct engine {
     bool snapshot_in_flight;
     bool shutting_down;
     uint64_t last_snapshot_index;
+    uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
     uint64_t snapshots_written;
     uint64_t wal_batches;
     uint64_t wal_records;
@@ -404,6 +406,7 @@ static int engine_propose(struct engine *e, struct bytes *payload, engine_done_f
     e->inflight_count++;
     e->proposed_index = index;
     e->wal_records++;
+    e->log_bytes_since_snapshot += f->payload.length;
     engine_wal_kick(e);
     return 0;
 }
@@ -1082,9 +1085,12 @@ static void snapshot_job_done(void *arg)
 
 static void engine_snapshot_maybe(struct engine *e)
 {
-    if (e->snapshot_in_flight || e->shutting_down ||
-        e->applied_index - e->last_snapshot_index < e->options.snapshot_every)
+    if (e->snapshot_in_flight || e->shutting_down || e->applied_index == e->last_snapshot_index)
         return;
+    if (e->applied_index - e->last_snapshot_index < e->options.snapshot_every &&
+        e->log_bytes_since_snapshot < e->options.snapshot_log_bytes)
+        return;
+    e->log_bytes_since_snapshot = 0;
     struct snapshot_job *job = calloc(1, sizeof *job); /* freed by snapshot_job_done */
     if (!job)
         return;
@@ -1176,6 +1182,8 @@ static void engine_options_defaults(struct engine_options *o)
         o->max_session_timeout_ms = o->min_session_timeout_ms;
     if (!o->snapshot_every)
         o->snapshot_every = ENGINE_DEFAULT_SNAPSHOT_EVERY;
+    if (!o->snapshot_log_bytes)
+        o->snapshot_log_bytes = ENGINE_DEFAULT_SNAPSHOT_LOG_BYTES;
     if (!o->snapshots_keep)
         o->snapshots_keep = ENGINE_DEFAULT_SNAPSHOTS_KEEP;
     if (!o->reap_interval_ms)

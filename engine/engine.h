@@ -32,6 +32,7 @@ struct engine_options {
     uint32_t min_session_timeout_ms; /* 0 = 2 * tick */
     uint32_t max_session_timeout_ms; /* 0 = 20 * tick */
     uint64_t snapshot_every;       /* txns between snapshots; 0 = 100000 */
+    uint64_t snapshot_log_bytes;   /* or log bytes between snapshots; 0 = 256 MiB */
     uint32_t snapshots_keep;       /* snapshot files kept; 0 = 3 */
     uint32_t reap_interval_ms;     /* container/TTL check interval; 0 = 60000 */
     uint64_t wal_segment_bytes;    /* 0 = 64 MiB */
