@@ -506,21 +506,17 @@ static void apply_ops(struct engine *e, uint64_t index, const struct txn *t,
     }
 }
 
-static void apply_session_close(struct engine *e, uint64_t index, uint64_t id)
+static void apply_session_close(struct engine *e, uint64_t index, const struct txn *t,
+                                struct apply_output *out)
 {
-    struct session *s = session_find(&e->sessions, id);
+    struct session *s = session_find(&e->sessions, t->session_id);
     if (!s)
         return; /* already gone: closing twice is harmless */
-    char path[PATH_MAX_BYTES + 1];
-    /* Delete in creation order: every replica emits the same deletions in the same
-     * order. Each deletion removes the node from s->ephemerals. */
-    while (s->ephemeral_count > 0) {
-        struct znode *n = s->ephemerals[0];
-        size_t length = znode_path_get(n, path, sizeof path);
-        if (length < sizeof path)
-            apply_forget(e, path, length, index);
-        apply_delete_node(e, n, index);
-    }
+    /* The txn lists the ephemerals prep predicted; deleting them is an ordinary
+     * delete each, so events and results are those of a multi of deletes. */
+    apply_ops(e, index, t, out);
+    if (s->ephemeral_count > 0)
+        engine_fatal(e, "a session close left ephemerals its prep did not predict");
     session_remove(&e->sessions, s);
 }
 
@@ -549,7 +545,7 @@ static int engine_apply(struct engine *e, uint64_t index, uint64_t term, const v
         break;
     }
     case TXN_SESSION_CLOSE:
-        apply_session_close(e, index, t.session_id);
+        apply_session_close(e, index, &t, out);
         break;
     }
     e->applied_index = index;
@@ -737,77 +733,136 @@ int engine_session_open(struct engine *e, uint32_t timeout_ms, engine_done_fn do
     return engine_submit_txn(e, &t, done, arg);
 }
 
+static int path_compare(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Paths collected by a session close's prep; they become the close txn's delete ops,
+ * so the log itself says which nodes the close removed (a reader of the log, such as
+ * the watch history, needs no tree to know). */
+struct close_paths {
+    char **paths; /* owned, each malloc'd */
+    size_t count;
+    size_t capacity;
+};
+
+static void close_paths_free(struct close_paths *c)
+{
+    for (size_t i = 0; i < c->count; i++)
+        free(c->paths[i]);
+    free(c->paths);
+    memset(c, 0, sizeof *c);
+}
+
 /* Predicts the deletions a session close will make: the session's ephemerals, as the
- * tree plus the overlay will hold them when the close is applied. */
-static int close_prep_ephemerals(struct engine *e, struct session *s, uint64_t index)
+ * tree plus the overlay will hold them when the close is applied, and records them in
+ * the overlay (with undo) and in *out. */
+static int close_prep_ephemerals(struct engine *e, struct session *s, uint64_t index,
+                                 struct close_paths *out, struct overlay_undo *undo)
 {
     char path[PATH_MAX_BYTES + 1];
-    int rc = 0;
-    /* Ephemerals already in the tree (creates still in flight are in the overlay). */
-    for (uint32_t i = 0; i < s->ephemeral_count && rc == 0; i++) {
+    /* Candidates: ephemerals in the tree (creation order), then those whose create is
+     * still in flight (only the overlay knows them). */
+    for (uint32_t i = 0; i < s->ephemeral_count; i++) {
         size_t length = znode_path_get(s->ephemerals[i], path, sizeof path);
         if (length >= sizeof path)
             continue;
-        struct overlay_view view, parent;
-        if (!view_get(e, path, length, &view))
-            continue;
-        size_t parent_length = path_parent_length(path, length);
-        view_get(e, path, parent_length, &parent);
-        struct overlay_view deleted = {.exists = false};
-        parent.cversion++;
-        parent.child_count--;
-        rc = overlay_put(&e->overlay, path, length, &deleted, index, NULL);
-        if (rc == 0)
-            rc = overlay_put(&e->overlay, path, parent_length, &parent, index, NULL);
+        struct overlay_entry *entry = overlay_find(&e->overlay, path, length);
+        if (entry && (!entry->view.exists || entry->view.ephemeral_owner != s->id))
+            continue; /* deleted (or deleted and re-created by someone else) in flight */
+        char *copy = strdup(path);
+        if (!copy)
+            return CORRAL_E_NO_MEMORY;
+        if (out->count == out->capacity) {
+            size_t capacity = out->capacity ? out->capacity * 2 : 8;
+            char **grown = realloc(out->paths, capacity * sizeof *grown);
+            if (!grown) {
+                free(copy);
+                return CORRAL_E_NO_MEMORY;
+            }
+            out->paths = grown;
+            out->capacity = capacity;
+        }
+        out->paths[out->count++] = copy;
     }
-    /* Ephemerals whose create is in flight: collect first, the overlay changes below. */
-    size_t count = 0, capacity = 0;
-    char **pending = NULL;
-    for (size_t b = 0; b < e->overlay.bucket_count && rc == 0; b++) {
+    size_t from_tree = out->count;
+    for (size_t b = 0; b < e->overlay.bucket_count; b++) {
         for (struct overlay_entry *entry = e->overlay.buckets[b]; entry; entry = entry->next) {
             if (!entry->view.exists || entry->view.ephemeral_owner != s->id)
                 continue;
-            if (count == capacity) {
-                capacity = capacity ? capacity * 2 : 8;
-                char **grown = realloc(pending, capacity * sizeof *grown);
+            if (tree_lookup(e->tree, entry->path, entry->path_length))
+                continue; /* already a candidate from the tree */
+            char *copy = strdup(entry->path);
+            if (!copy)
+                return CORRAL_E_NO_MEMORY;
+            if (out->count == out->capacity) {
+                size_t capacity = out->capacity ? out->capacity * 2 : 8;
+                char **grown = realloc(out->paths, capacity * sizeof *grown);
                 if (!grown) {
-                    rc = CORRAL_E_NO_MEMORY;
-                    break;
+                    free(copy);
+                    return CORRAL_E_NO_MEMORY;
                 }
-                pending = grown;
+                out->paths = grown;
+                out->capacity = capacity;
             }
-            pending[count++] = entry->path; /* borrowed: entries are not freed below */
+            out->paths[out->count++] = copy;
         }
     }
-    for (size_t i = 0; i < count && rc == 0; i++) {
-        size_t length = strlen(pending[i]);
-        struct overlay_view deleted = {.exists = false}, parent;
-        size_t parent_length = path_parent_length(pending[i], length);
-        view_get(e, pending[i], parent_length, &parent);
+    /* In-flight creates were collected in hash order: sort those by path so that the
+     * txn does not depend on the overlay's layout. */
+    if (out->count - from_tree > 1)
+        qsort(out->paths + from_tree, out->count - from_tree, sizeof *out->paths, path_compare);
+    for (size_t i = 0; i < out->count; i++) {
+        size_t length = strlen(out->paths[i]);
+        struct overlay_view parent;
+        size_t parent_length = path_parent_length(out->paths[i], length);
+        view_get(e, out->paths[i], parent_length, &parent);
         parent.cversion++;
         parent.child_count--;
-        /* the parent first: overlay_put on the entry itself keeps its path alive */
-        rc = overlay_put(&e->overlay, pending[i], parent_length, &parent, index, NULL);
+        struct overlay_view deleted = {.exists = false};
+        int rc = overlay_put(&e->overlay, out->paths[i], length, &deleted, index, undo);
         if (rc == 0)
-            rc = overlay_put(&e->overlay, pending[i], length, &deleted, index, NULL);
+            rc = overlay_put(&e->overlay, out->paths[i], parent_length, &parent, index, undo);
+        if (rc != 0)
+            return rc;
     }
-    free(pending);
-    return rc;
+    return 0;
 }
 
 static int engine_session_end(struct engine *e, struct session *s, engine_done_fn done, void *arg)
 {
     uint64_t index = e->proposed_index + 1;
-    int rc = close_prep_ephemerals(e, s, index);
-    if (rc != 0)
-        return rc;
-    s->closing = true;
-    struct txn t = {.type = TXN_SESSION_CLOSE,
-                    .time_ms = e->host.wall_ms(e->host.data),
-                    .session_id = s->id};
-    rc = engine_submit_txn(e, &t, done, arg);
-    if (rc != 0)
-        s->closing = false;
+    struct close_paths paths = {0};
+    struct overlay_undo undo = {0};
+    struct txn_op *ops = NULL;
+    int rc = close_prep_ephemerals(e, s, index, &paths, &undo);
+    if (rc == 0 && paths.count > 0) {
+        ops = calloc(paths.count, sizeof *ops); /* freed below */
+        if (!ops)
+            rc = CORRAL_E_NO_MEMORY;
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < paths.count; i++) {
+            ops[i].type = TXN_OP_DELETE;
+            ops[i].version = -1;
+            ops[i].path = paths.paths[i];
+            ops[i].path_length = (uint32_t)strlen(paths.paths[i]);
+        }
+        struct txn t = {.type = TXN_SESSION_CLOSE,
+                        .time_ms = e->host.wall_ms(e->host.data),
+                        .session_id = s->id,
+                        .op_count = (uint32_t)paths.count,
+                        .ops = ops};
+        rc = engine_submit_txn(e, &t, done, arg);
+    }
+    if (rc == 0)
+        s->closing = true;
+    else
+        overlay_undo_apply(&e->overlay, &undo);
+    overlay_undo_free(&undo);
+    close_paths_free(&paths);
+    free(ops);
     return rc;
 }
 

@@ -29,9 +29,15 @@ static bool txn_op_type_known(uint8_t type)
            type == TXN_OP_CHECK;
 }
 
+/* A session close lists, as delete ops, the ephemerals it removes. */
+static bool txn_type_has_ops(uint8_t type)
+{
+    return type == TXN_OPS || type == TXN_SESSION_CLOSE;
+}
+
 int txn_encode(const struct txn *t, struct bytes *out)
 {
-    uint32_t op_count = t->type == TXN_OPS ? t->op_count : 0;
+    uint32_t op_count = txn_type_has_ops(t->type) ? t->op_count : 0;
     bytes_put_u8(out, TXN_FORMAT_VERSION);
     bytes_put_u8(out, t->type);
     bytes_put_u16(out, 0);
@@ -72,7 +78,7 @@ int txn_decode(const void *buf, size_t length, struct txn *out)
     (void)bytes_get_u32(&r);
     if (r.failed || version != TXN_FORMAT_VERSION || !txn_type_known(type))
         return CORRAL_E_CORRUPT;
-    if (type != TXN_OPS && op_count != 0)
+    if (!txn_type_has_ops(type) && op_count != 0)
         return CORRAL_E_CORRUPT;
     /* Bound the allocation by what the buffer can hold before trusting the count. */
     if (op_count > (length - TXN_HEADER_SIZE) / TXN_OP_MIN_SIZE)

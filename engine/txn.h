@@ -12,7 +12,7 @@
  *   0      1    txn format version (1)
  *   1      1    type (enum txn_type)
  *   2      2    reserved, zero
- *   4      4    op count (TXN_OPS), else 0
+ *   4      4    op count (TXN_OPS; TXN_SESSION_CLOSE: its ephemerals as deletes), else 0
  *   8      8    time, ms since the epoch, chosen by the leader
  *   16     8    session id (the issuer for TXN_OPS, 0 if none; the subject otherwise)
  *   24     4    session timeout ms (TXN_SESSION_OPEN), else 0
@@ -43,7 +43,7 @@ enum txn_type {
     TXN_NOOP = 1,          /* no state change (a new leader's first entry, sync) */
     TXN_OPS = 2,           /* one or more znode ops, applied all or nothing */
     TXN_SESSION_OPEN = 3,  /* session_id, timeout_ms */
-    TXN_SESSION_CLOSE = 4, /* session_id; deletes its ephemerals in the same txn */
+    TXN_SESSION_CLOSE = 4, /* session_id; ops: delete of each of its ephemerals */
 };
 
 enum txn_op_type {
