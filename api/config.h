@@ -1,0 +1,57 @@
+/* config.h: corrald's command-line options.
+ *
+ * One table in config.c lists every option with its value kind, default and help
+ * text; the parser and --help are both driven by it, so they cannot drift apart. */
+#ifndef CORRAL_API_CONFIG_H
+#define CORRAL_API_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_log_level {
+    CONFIG_LOG_DEBUG = 0,
+    CONFIG_LOG_INFO = 1,
+    CONFIG_LOG_WARN = 2,
+    CONFIG_LOG_ERROR = 3,
+};
+
+struct config {
+    char listen_host[256]; /* numeric IPv4 or IPv6 address (brackets stripped) */
+    uint16_t listen_port;
+    char listen[300];     /* "ADDR:PORT" as given, for logs and /v1/cluster */
+    const char *data_dir; /* borrowed from argv or static */
+    uint32_t tick_ms;
+    uint32_t min_session_timeout_ms; /* 0 = engine default */
+    uint32_t max_session_timeout_ms; /* 0 = engine default */
+    uint32_t max_data_bytes;
+    uint64_t max_body_bytes;
+    uint64_t snapshot_every;
+    uint32_t snapshots_keep;
+    uint32_t container_check_ms;
+    uint32_t max_connections;
+    int log_level;       /* enum config_log_level */
+    uint64_t id;         /* --id, for quorum mode (not used yet) */
+    const char *cluster; /* --cluster, for quorum mode (not used yet); borrowed */
+};
+
+/* Fills c with the defaults. */
+void config_defaults(struct config *c);
+
+enum config_parse_result {
+    CONFIG_PARSE_OK = 0,
+    CONFIG_PARSE_HELP = 1,  /* --help was printed to out: exit 0 */
+    CONFIG_PARSE_ERROR = 2, /* a message went to err: exit 2 */
+};
+
+/* Parses argv (argv[0] is skipped) into c, which must hold the defaults. Accepts
+ * "--opt value" and "--opt=value". Strings in c borrow from argv. */
+enum config_parse_result config_parse(struct config *c, int argc, char **argv, FILE *out,
+                                      FILE *err);
+
+/* Prints every option with its default. */
+void config_help_print(FILE *out, const char *program);
+
+/* Parses "ADDR:PORT" (IPv6 as "[ADDR]:PORT") into c's listen fields. Returns 0 or -1. */
+int config_listen_parse(struct config *c, const char *value);
+
+#endif

@@ -1,0 +1,432 @@
+/* json_codec.c: JSON shapes of the HTTP API (see json_codec.h). */
+#include "json_codec.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "b64.h"
+
+unsigned api_error_status(int code)
+{
+    /* No default: adding a code to error.h without deciding its status here breaks
+     * the build (-Wswitch with -Werror). */
+    switch ((enum corral_error)code) {
+    case CORRAL_OK:
+        return 200;
+    case CORRAL_E_NO_NODE:
+        return 404;
+    case CORRAL_E_NODE_EXISTS:
+    case CORRAL_E_BAD_VERSION:
+    case CORRAL_E_NOT_EMPTY:
+    case CORRAL_E_NO_CHILDREN_FOR_EPHEMERALS:
+        return 409;
+    case CORRAL_E_BAD_ARGUMENTS:
+        return 400;
+    case CORRAL_E_SESSION_EXPIRED:
+        return 404;
+    case CORRAL_E_NO_AUTH:
+        return 403;
+    case CORRAL_E_NO_QUORUM:
+        return 503;
+    case CORRAL_E_TIMEOUT:
+        return 504;
+    case CORRAL_E_BEHIND:
+        return 503;
+    case CORRAL_E_PAYLOAD_TOO_LARGE:
+        return 413;
+    case CORRAL_E_NO_MEMORY:
+    case CORRAL_E_IO:
+    case CORRAL_E_CORRUPT:
+        return 500;
+    case CORRAL_E_SHUTTING_DOWN:
+        return 503;
+    case CORRAL_E_COMPACTED:
+        return 410;
+    case CORRAL_E_NOT_LEADER:
+        return 503;
+    case CORRAL_E_NO_ROUTE:
+        return 404;
+    case CORRAL_E_METHOD_NOT_ALLOWED:
+        return 405;
+    }
+    return 500; /* a value outside the table */
+}
+
+bool json_codec_text_ok(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c == 0)
+            return false; /* jansson refuses \u0000 without JSON_ALLOW_NUL */
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t extra;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            extra = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            extra = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false; /* continuation byte, 0xc0/0xc1 overlong lead, or > 0xf4 */
+        }
+        if (n - i <= extra)
+            return false;
+        for (size_t k = 1; k <= extra; k++) {
+            uint8_t cc = s[i + k];
+            if ((cc & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (cc & 0x3f);
+        }
+        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000))
+            return false; /* overlong */
+        if (cp >= 0xd800 && cp <= 0xdfff)
+            return false; /* surrogate */
+        if (cp > 0x10ffff)
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+json_t *json_codec_stat(const struct znode_stat *st)
+{
+    char owner[17] = "0";
+    if (st->ephemeral_owner != 0)
+        json_codec_session_format(st->ephemeral_owner, owner);
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:i,s:s,s:I,s:I}", "czxid", (json_int_t)st->czxid, "mzxid",
+        (json_int_t)st->mzxid, "pzxid", (json_int_t)st->pzxid, "ctime", (json_int_t)st->ctime,
+        "mtime", (json_int_t)st->mtime, "version", (int)st->version, "cversion", (int)st->cversion,
+        "aversion", (int)st->aversion, "ephemeralOwner", owner, "dataLength",
+        (json_int_t)st->data_length, "numChildren", (json_int_t)st->num_children);
+}
+
+void json_codec_session_format(uint64_t id, char out[17])
+{
+    snprintf(out, 17, "%016" PRIx64, id);
+}
+
+bool json_codec_session_parse(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 16)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return false;
+        v = v << 4 | d;
+    }
+    if (v == 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+int json_codec_data_set(json_t *obj, const uint8_t *data, size_t length, bool force_base64)
+{
+    if (!force_base64 && json_codec_text_ok(data, length)) {
+        if (json_object_set_new(obj, "data", json_stringn((const char *)data, length)) != 0)
+            return -1;
+        return json_object_set_new(obj, "encoding", json_string("utf-8"));
+    }
+    char *text = malloc(b64_encoded_length(length) + 1);
+    if (text == NULL)
+        return -1;
+    size_t n = b64_encode(data, length, text);
+    int rc = json_object_set_new(obj, "data", json_stringn(text, n));
+    free(text);
+    if (rc != 0)
+        return -1;
+    return json_object_set_new(obj, "encoding", json_string("base64"));
+}
+
+json_t *json_codec_error(int code, const char *message, const char *path, size_t path_length,
+                         int index)
+{
+    json_t *inner = json_pack("{s:s,s:s}", "code", corral_error_name(code), "message",
+                              message != NULL ? message : corral_error_message(code));
+    if (inner == NULL)
+        return NULL;
+    /* json_stringn returns NULL for a path that is not UTF-8: set_new then fails
+     * harmlessly and the field is simply left out. */
+    if (path != NULL)
+        json_object_set_new(inner, "path", json_stringn(path, path_length));
+    if (index >= 0)
+        json_object_set_new(inner, "index", json_integer(index));
+    return json_pack("{s:o}", "error", inner);
+}
+
+int json_codec_body_parse(const void *body, size_t length, json_t **out, char *message)
+{
+    *out = NULL;
+    if (length == 0)
+        return 0;
+    json_error_t err;
+    json_t *doc = json_loadb(body, length, JSON_REJECT_DUPLICATES, &err);
+    if (doc == NULL) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "malformed JSON body: %.100s (at byte %d)",
+                 err.text, err.position);
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "the body must be a JSON object");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    *out = doc;
+    return 0;
+}
+
+void json_codec_op_release(struct json_codec_op *op)
+{
+    free(op->owned_data);
+    op->owned_data = NULL;
+}
+
+/* Reads an optional boolean field. Returns 0 or BAD_ARGUMENTS. */
+static int json_codec_bool_get(json_t *obj, const char *key, bool *out, char *message)
+{
+    json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
+    if (v == NULL)
+        return 0;
+    if (!json_is_boolean(v)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"%s\" must be a boolean", key);
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Reads an optional integer field within [min, max]. Returns 0 or BAD_ARGUMENTS. */
+static int json_codec_int_get(json_t *obj, const char *key, json_int_t min, json_int_t max,
+                              json_int_t *out, char *message)
+{
+    json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                 "\"%s\" must be an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
+                 key, min, max);
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* Reads "data" with its "encoding" into out->op.data. */
+static int json_codec_data_get(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
+                               char *message)
+{
+    out->op.data = NULL;
+    out->op.data_length = 0;
+    json_t *enc = obj != NULL ? json_object_get(obj, "encoding") : NULL;
+    bool base64 = false;
+    if (enc != NULL) {
+        if (!json_is_string(enc)) {
+            snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"encoding\" must be a string");
+            return CORRAL_E_BAD_ARGUMENTS;
+        }
+        const char *e = json_string_value(enc);
+        if (strcmp(e, "base64") == 0) {
+            base64 = true;
+        } else if (strcmp(e, "utf-8") != 0) {
+            snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                     "unknown \"encoding\": use \"utf-8\" or \"base64\"");
+            return CORRAL_E_BAD_ARGUMENTS;
+        }
+    }
+    json_t *data = obj != NULL ? json_object_get(obj, "data") : NULL;
+    if (data == NULL)
+        return 0;
+    if (!json_is_string(data)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"data\" must be a string");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    const char *text = json_string_value(data);
+    size_t length = json_string_length(data);
+    if (!base64) {
+        if (length > max_data_bytes)
+            goto too_big;
+        out->op.data = text;
+        out->op.data_length = length;
+        return 0;
+    }
+    /* +1: malloc(0) may return NULL, which would look like a failure. */
+    uint8_t *bytes = malloc(b64_decoded_max(length) + 1);
+    if (bytes == NULL) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "out of memory");
+        return CORRAL_E_NO_MEMORY;
+    }
+    size_t n;
+    if (!b64_decode(text, length, bytes, &n)) {
+        free(bytes);
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"data\" is not valid base64");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    out->owned_data = bytes;
+    if (n > max_data_bytes)
+        goto too_big;
+    out->op.data = bytes;
+    out->op.data_length = n;
+    return 0;
+too_big:
+    snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"data\" is larger than %" PRIu32 " bytes",
+             max_data_bytes);
+    return CORRAL_E_BAD_ARGUMENTS;
+}
+
+int json_codec_op_fields(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
+                         char *message)
+{
+    int rc;
+    out->op.version = -1;
+    out->op.create_flags = 0;
+    out->op.ttl_ms = 0;
+    out->op.data = NULL;
+    out->op.data_length = 0;
+    json_int_t version = -1;
+    switch (out->op.type) {
+    case ENGINE_OP_CREATE: {
+        bool ephemeral = false, sequential = false, container = false;
+        json_int_t ttl = 0;
+        if ((rc = json_codec_data_get(obj, max_data_bytes, out, message)) != 0 ||
+            (rc = json_codec_bool_get(obj, "ephemeral", &ephemeral, message)) != 0 ||
+            (rc = json_codec_bool_get(obj, "sequential", &sequential, message)) != 0 ||
+            (rc = json_codec_bool_get(obj, "container", &container, message)) != 0 ||
+            (rc = json_codec_int_get(obj, "ttl_ms", 0, INT64_MAX, &ttl, message)) != 0)
+            return rc;
+        if (ttl > 0 && (ephemeral || container)) {
+            snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                     "\"ttl_ms\" cannot be combined with \"ephemeral\" or \"container\"");
+            return CORRAL_E_BAD_ARGUMENTS;
+        }
+        if (container && (ephemeral || sequential)) {
+            snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                     "\"container\" cannot be combined with \"ephemeral\" or \"sequential\"");
+            return CORRAL_E_BAD_ARGUMENTS;
+        }
+        out->op.create_flags = (ephemeral ? ENGINE_CREATE_EPHEMERAL : 0u) |
+                               (sequential ? ENGINE_CREATE_SEQUENTIAL : 0u) |
+                               (container ? ENGINE_CREATE_CONTAINER : 0u);
+        out->op.ttl_ms = ttl;
+        return 0;
+    }
+    case ENGINE_OP_SET:
+    case ENGINE_OP_DELETE:
+    case ENGINE_OP_CHECK:
+        if (out->op.type == ENGINE_OP_SET &&
+            (rc = json_codec_data_get(obj, max_data_bytes, out, message)) != 0)
+            return rc;
+        if ((rc = json_codec_int_get(obj, "version", -1, INT32_MAX, &version, message)) != 0)
+            return rc;
+        out->op.version = (int32_t)version;
+        return 0;
+    }
+    snprintf(message, JSON_CODEC_MESSAGE_SIZE, "unknown op");
+    return CORRAL_E_BAD_ARGUMENTS;
+}
+
+const char *json_codec_op_name(enum engine_op_type type)
+{
+    switch (type) {
+    case ENGINE_OP_CREATE:
+        return "create";
+    case ENGINE_OP_SET:
+        return "set";
+    case ENGINE_OP_DELETE:
+        return "delete";
+    case ENGINE_OP_CHECK:
+        return "check";
+    }
+    return "unknown";
+}
+
+int json_codec_multi_op(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
+                        char *message)
+{
+    if (!json_is_object(obj)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "each op must be a JSON object");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    json_t *op = json_object_get(obj, "op");
+    if (!json_is_string(op)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"op\" must be a string");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    static const enum engine_op_type types[] = {ENGINE_OP_CREATE, ENGINE_OP_SET, ENGINE_OP_DELETE,
+                                                ENGINE_OP_CHECK};
+    bool found = false;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (strcmp(json_string_value(op), json_codec_op_name(types[i])) == 0) {
+            out->op.type = types[i];
+            found = true;
+        }
+    }
+    if (!found) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                 "\"op\" must be \"create\", \"set\", \"delete\" or \"check\"");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    json_t *path = json_object_get(obj, "path");
+    if (!json_is_string(path)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"path\" must be a string");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    out->op.path = json_string_value(path);
+    out->op.path_length = json_string_length(path);
+    return json_codec_op_fields(obj, max_data_bytes, out, message);
+}
+
+bool json_codec_version_parse(const char *s, int32_t *out)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    if (strcmp(s, "-1") == 0) {
+        *out = -1;
+        return true;
+    }
+    long long v = 0;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (*p - '0');
+        if (v > INT32_MAX)
+            return false;
+    }
+    *out = (int32_t)v;
+    return true;
+}
+
+int json_codec_session_open_parse(json_t *obj, uint32_t *timeout_ms, char *message)
+{
+    json_t *v = obj != NULL ? json_object_get(obj, "timeout_ms") : NULL;
+    if (v == NULL || !json_is_integer(v) || json_integer_value(v) <= 0 ||
+        json_integer_value(v) > UINT32_MAX) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+                 "\"timeout_ms\" is required: a positive integer of milliseconds");
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    *timeout_ms = (uint32_t)json_integer_value(v);
+    return 0;
+}

@@ -1,0 +1,308 @@
+/* main.c: corrald, the wiring of the server: options, logger, the engine's host
+ * (clock, randomness, worker pool), the HTTP server, the tick timer and graceful
+ * shutdown, all on one libuv loop thread. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "engine.h"
+#include "http.h"
+
+#define CORRALD_TICK_MS 50
+#define CORRALD_SHUTDOWN_POLL_MS 20
+
+/* Everything main owns, passed to callbacks as their context. */
+struct corrald {
+    uv_loop_t *loop;
+    struct config config;
+    struct engine *engine;
+    struct api_server *server;
+    uv_timer_t tick_timer;
+    uv_timer_t shutdown_timer;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    bool stopping;
+    uint64_t shutdown_started_ms;
+};
+
+/* ---- logging: "2026-11-25T12:00:00.123Z INFO  message" on stderr ---- */
+
+static void corrald_log(void *data, int level, const char *message)
+{
+    const struct corrald *d = data;
+    if (d != NULL && level < d->config.log_level)
+        return;
+    static const char *const names[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ldZ %s %s\n", when, ts.tv_nsec / 1000000,
+            names[level < 0   ? 0
+                  : level > 3 ? 3
+                              : level],
+            message);
+}
+
+static void corrald_logf(struct corrald *d, int level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void corrald_logf(struct corrald *d, int level, const char *format, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(message, sizeof message, format, ap);
+    va_end(ap);
+    corrald_log(d, level, message);
+}
+
+/* ---- the engine's host ---- */
+
+static int64_t corrald_wall_ms(void *data)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t corrald_monotonic_ms(void *data)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void corrald_random_bytes(void *data, void *buf, size_t length)
+{
+    uint8_t *p = buf;
+    while (length > 0) {
+        ssize_t n = getrandom(p, length, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            /* getrandom cannot fail on Linux >= 3.17 once the pool is seeded; a
+             * session id from a broken generator would be worse than stopping. */
+            corrald_log(data, 3, "getrandom failed; aborting");
+            abort();
+        }
+        p += n;
+        length -= (size_t)n;
+    }
+}
+
+/* A run_blocking job; allocated per call, freed in the after-work callback. */
+struct corrald_job {
+    uv_work_t req;
+    void (*work)(void *arg);
+    void (*done)(void *arg);
+    void *arg;
+};
+
+static void corrald_job_work(uv_work_t *req)
+{
+    struct corrald_job *job = req->data;
+    job->work(job->arg);
+}
+
+static void corrald_job_after(uv_work_t *req, int status)
+{
+    struct corrald_job *job = req->data;
+    /* status is UV_ECANCELED only for uv_cancel, which we never call. */
+    void (*done)(void *) = job->done;
+    void *arg = job->arg;
+    free(job);
+    done(arg);
+}
+
+static int corrald_run_blocking(void *data, void (*work)(void *arg), void (*done)(void *arg),
+                                void *arg)
+{
+    struct corrald *d = data;
+    struct corrald_job *job = malloc(sizeof *job);
+    if (job == NULL)
+        return -ENOMEM;
+    job->work = work;
+    job->done = done;
+    job->arg = arg;
+    job->req.data = job;
+    int rc = uv_queue_work(d->loop, &job->req, corrald_job_work, corrald_job_after);
+    if (rc != 0) {
+        free(job);
+        return rc; /* libuv errors are negative errno values */
+    }
+    return 0;
+}
+
+/* ---- timers, signals, shutdown ---- */
+
+static void corrald_on_tick(uv_timer_t *t)
+{
+    struct corrald *d = t->data;
+    engine_tick(d->engine);
+}
+
+static void corrald_on_server_closed(void *arg)
+{
+    struct corrald *d = arg;
+    d->server = NULL;
+    engine_close(d->engine);
+    d->engine = NULL;
+    uv_close((uv_handle_t *)&d->tick_timer, NULL);
+    uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    corrald_log(d, 1, "corrald stopped");
+}
+
+/* Polls until the engine has nothing in flight and no request waits for it; only
+ * then can the HTTP daemon stop (no parked connections) and the engine close. */
+static void corrald_on_shutdown_poll(uv_timer_t *t)
+{
+    struct corrald *d = t->data;
+    if (engine_idle(d->engine) && api_server_idle(d->server)) {
+        uv_timer_stop(t);
+        api_server_stop(d->server, corrald_on_server_closed, d);
+        return;
+    }
+    uint64_t waited = uv_now(d->loop) - d->shutdown_started_ms;
+    if (waited > 0 && waited % 5000 < CORRALD_SHUTDOWN_POLL_MS)
+        corrald_log(d, 2, "shutdown: still waiting for writes in flight");
+}
+
+static void corrald_on_signal(uv_signal_t *s, int signum)
+{
+    struct corrald *d = s->data;
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    corrald_logf(d, 1, "signal %d: shutting down", signum);
+    engine_shutdown_begin(d->engine);
+    api_server_shutdown_begin(d->server);
+    d->shutdown_started_ms = uv_now(d->loop);
+    uv_timer_start(&d->shutdown_timer, corrald_on_shutdown_poll, 0, CORRALD_SHUTDOWN_POLL_MS);
+}
+
+/* Many keep-alive connections need many fds: lift the soft limit to the hard one. */
+static void corrald_nofile_raise(struct corrald *d)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            corrald_logf(d, 2, "cannot raise RLIMIT_NOFILE: %s", strerror(errno));
+    }
+    if (rl.rlim_cur < (rlim_t)d->config.max_connections + 64)
+        corrald_logf(d, 2, "open file limit %llu is below --max-connections %" PRIu32 " + 64",
+                     (unsigned long long)rl.rlim_cur, d->config.max_connections);
+}
+
+int main(int argc, char **argv)
+{
+    static struct corrald corrald; /* static only for its size; passed by pointer */
+    struct corrald *d = &corrald;
+    config_defaults(&d->config);
+    enum config_parse_result parsed = config_parse(&d->config, argc, argv, stdout, stderr);
+    if (parsed == CONFIG_PARSE_HELP)
+        return 0;
+    if (parsed == CONFIG_PARSE_ERROR)
+        return 2;
+    if (d->config.cluster != NULL) {
+        fprintf(stderr, "%s: quorum mode is not implemented yet\n", argv[0]);
+        return 2;
+    }
+
+    /* The libuv pool is global and created on first use: size it before any uv work. */
+    setenv("UV_THREADPOOL_SIZE", "4", 1);
+    /* External MHD mode does not block SIGPIPE; a write to a closed socket must fail
+     * with EPIPE, not kill the server. */
+    signal(SIGPIPE, SIG_IGN);
+    corrald_nofile_raise(d);
+    d->loop = uv_default_loop();
+
+    struct engine_options eo = {
+        .data_dir = d->config.data_dir,
+        .max_data_bytes = d->config.max_data_bytes,
+        .tick_ms = d->config.tick_ms,
+        .min_session_timeout_ms = d->config.min_session_timeout_ms,
+        .max_session_timeout_ms = d->config.max_session_timeout_ms,
+        .snapshot_every = d->config.snapshot_every,
+        .snapshots_keep = d->config.snapshots_keep,
+        .reap_interval_ms = d->config.container_check_ms,
+        .wal_segment_bytes = 0,
+    };
+    struct engine_host host = {
+        .data = d,
+        .wall_ms = corrald_wall_ms,
+        .monotonic_ms = corrald_monotonic_ms,
+        .random_bytes = corrald_random_bytes,
+        .run_blocking = corrald_run_blocking,
+        .log = corrald_log,
+    };
+    struct engine_recovery_report report;
+    memset(&report, 0, sizeof report);
+    int rc = engine_open(&eo, &host, &d->engine, &report);
+    if (rc != 0) {
+        corrald_logf(d, 3, "cannot open the data directory %s: %s", d->config.data_dir,
+                     corral_error_message(rc));
+        return 1;
+    }
+    corrald_logf(d, 1,
+                 "recovered %s: snapshot zxid %" PRIu64 ", %" PRIu32 " snapshots skipped, %" PRIu64
+                 " txns replayed, zxid %" PRIu64 ", log cut %" PRIu64 " bytes in %" PRIu32
+                 " segments, %" PRIu64 " nodes, %" PRIu64 " sessions, %" PRIu64 " ms",
+                 d->config.data_dir, report.snapshot_zxid, report.snapshots_skipped,
+                 report.replayed, report.zxid, report.wal_cut_bytes, report.wal_cut_segments,
+                 report.nodes, report.sessions, report.elapsed_ms);
+
+    struct api_server_options so = {
+        .loop = d->loop,
+        .engine = d->engine,
+        .config = &d->config,
+        .log = corrald_log,
+        .log_data = d,
+    };
+    char error[256];
+    if (api_server_start(&so, &d->server, error, sizeof error) != 0) {
+        corrald_log(d, 3, error);
+        engine_shutdown_begin(d->engine);
+        /* Nothing was submitted, so the engine is idle unless recovery left work. */
+        while (!engine_idle(d->engine))
+            uv_run(d->loop, UV_RUN_ONCE);
+        engine_close(d->engine);
+        return 1;
+    }
+
+    uv_timer_init(d->loop, &d->tick_timer);
+    d->tick_timer.data = d;
+    uv_timer_start(&d->tick_timer, corrald_on_tick, CORRALD_TICK_MS, CORRALD_TICK_MS);
+    uv_timer_init(d->loop, &d->shutdown_timer);
+    d->shutdown_timer.data = d;
+    uv_signal_init(d->loop, &d->sigterm);
+    d->sigterm.data = d;
+    uv_signal_start(&d->sigterm, corrald_on_signal, SIGTERM);
+    uv_signal_init(d->loop, &d->sigint);
+    d->sigint.data = d;
+    uv_signal_start(&d->sigint, corrald_on_signal, SIGINT);
+
+    corrald_logf(d, 1, "corrald listening on http://%s", d->config.listen);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    int closed = uv_loop_close(d->loop);
+    if (closed != 0)
+        corrald_logf(d, 2, "loop closed with handles still open: %s", uv_strerror(closed));
+    return 0;
+}

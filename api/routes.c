@@ -1,0 +1,678 @@
+/* routes.c: what each URL of the HTTP API does.
+ *
+ * Reads answer at once from the engine's local state. Writes are submitted to the
+ * engine and parked (see http.h); routes_on_done turns the engine's result into the
+ * stored response. Only the JSON shape of bodies is checked here; path rules and
+ * znode semantics are the engine's (it answers BAD_ARGUMENTS, NO_NODE, ...). */
+#include "routes.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_codec.h"
+
+#define ROUTES_ALLOW_ZNODE "GET, HEAD, POST, PUT, DELETE"
+
+/* True when path[0..n) is prefix followed by nothing or by '/'; *rest is what follows
+ * the prefix (empty or starting with '/'). */
+static bool routes_match(const char *path, size_t n, const char *prefix, const char **rest,
+                         size_t *rest_length)
+{
+    size_t p = strlen(prefix);
+    if (n < p || memcmp(path, prefix, p) != 0 || (n > p && path[p] != '/'))
+        return false;
+    *rest = path + p;
+    *rest_length = n - p;
+    return true;
+}
+
+static int routes_hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes the URL rest ("" or "/a/b") into r->path as a znode path ("/" for
+ * the root). A malformed escape or a NUL byte is refused: the path then could not be
+ * passed on unambiguously. Returns 0 or BAD_ARGUMENTS (response stored). */
+static int routes_path_decode(struct api_request *r, const char *rest, size_t n)
+{
+    char *out = malloc(n + 2);
+    if (out == NULL) {
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        return CORRAL_E_NO_MEMORY;
+    }
+    size_t o = 0;
+    if (n == 0)
+        out[o++] = '/';
+    for (size_t i = 0; i < n; i++) {
+        char c = rest[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? routes_hex(rest[i + 1]) : -1;
+            int lo = hi >= 0 ? routes_hex(rest[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(out);
+                api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                          hi == 0 && lo == 0 ? "the path contains a NUL byte (%00)"
+                                                             : "the path has a malformed %-escape",
+                                          NULL, 0, -1);
+                return CORRAL_E_BAD_ARGUMENTS;
+            }
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    r->path = out;
+    r->path_length = o;
+    return 0;
+}
+
+/* Parses a boolean query argument ("true"/"false"/"1"/"0"; absent = false). */
+static bool routes_query_bool(struct api_request *r, const char *name, bool *out)
+{
+    const char *v = api_request_query(r, name);
+    *out = false;
+    if (v == NULL || strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        return true;
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || *v == '\0') {
+        *out = true;
+        return true;
+    }
+    char message[JSON_CODEC_MESSAGE_SIZE];
+    snprintf(message, sizeof message, "query parameter \"%s\" must be true or false", name);
+    api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS, message, NULL, 0, -1);
+    return false;
+}
+
+static void routes_method_not_allowed(struct api_request *r, const char *allow)
+{
+    char message[JSON_CODEC_MESSAGE_SIZE];
+    snprintf(message, sizeof message, "method %s is not allowed here; allowed: %s", r->method,
+             allow);
+    api_request_respond_error(r, CORRAL_E_METHOD_NOT_ALLOWED, message, NULL, 0, -1);
+    r->allow = allow;
+}
+
+static bool routes_method_is(const struct api_request *r, const char *method)
+{
+    return strcmp(r->method, method) == 0;
+}
+
+/* Error about r->path. */
+static void routes_path_error(struct api_request *r, int code, const char *message)
+{
+    api_request_respond_error(r, code, message, r->path, r->path_length, -1);
+}
+
+/* {"path": ..., "stat": ...}: new reference. */
+static json_t *routes_path_stat(const char *path, size_t length, const struct znode_stat *st)
+{
+    return json_pack("{s:s%,s:o}", "path", path, length, "stat", json_codec_stat(st));
+}
+
+/* ---- engine completions ---- */
+
+static void routes_on_done(void *arg, const struct engine_result *res)
+{
+    struct api_request *r = arg;
+    if (r->orphaned) {
+        api_request_engine_done(r); /* the client is gone; nothing to answer */
+        return;
+    }
+    if (res->error != 0) {
+        const char *path = res->error_path;
+        size_t length = path != NULL ? strlen(path) : 0;
+        if (path == NULL && r->route != API_ROUTE_MULTI && r->path != NULL) {
+            path = r->path;
+            length = r->path_length;
+        }
+        int index = r->route == API_ROUTE_MULTI ? res->failed_index : -1;
+        api_request_respond_error(r, res->error, NULL, path, length, index);
+        api_request_engine_done(r);
+        return;
+    }
+    char id[17];
+    switch (r->route) {
+    case API_ROUTE_CREATE:
+    case API_ROUTE_SET: {
+        const char *path = r->path;
+        size_t length = r->path_length;
+        struct znode_stat st = {0};
+        if (res->op_count > 0) {
+            st = res->ops[0].stat;
+            if (res->ops[0].path != NULL) {
+                path = res->ops[0].path;
+                length = strlen(path);
+            }
+        }
+        api_request_respond(r, r->route == API_ROUTE_CREATE ? 201 : 200,
+                            routes_path_stat(path, length, &st));
+        break;
+    }
+    case API_ROUTE_DELETE:
+    case API_ROUTE_SESSION_CLOSE:
+        api_request_respond(r, 204, NULL);
+        break;
+    case API_ROUTE_MULTI: {
+        json_t *results = json_array();
+        for (size_t i = 0; i < res->op_count; i++) {
+            const struct engine_op_result *op = &res->ops[i];
+            json_t *o = json_pack("{s:s,s:s}", "op", json_codec_op_name(op->type), "path",
+                                  op->path != NULL ? op->path : "");
+            if (op->type == ENGINE_OP_CREATE || op->type == ENGINE_OP_SET)
+                json_object_set_new(o, "stat", json_codec_stat(&op->stat));
+            json_array_append_new(results, o);
+        }
+        api_request_respond(r, 200, json_pack("{s:o}", "results", results));
+        break;
+    }
+    case API_ROUTE_SYNC:
+        api_request_respond(r, 200,
+                            json_pack("{s:s%,s:I}", "path", r->path, r->path_length, "zxid",
+                                      (json_int_t)res->zxid));
+        break;
+    case API_ROUTE_SESSION_OPEN:
+        json_codec_session_format(res->session_id, id);
+        api_request_respond(
+            r, 201, json_pack("{s:s,s:I}", "id", id, "timeout_ms", (json_int_t)res->timeout_ms));
+        break;
+    case API_ROUTE_NONE:
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, "internal error: unknown route", NULL, 0,
+                                  -1);
+        break;
+    }
+    api_request_engine_done(r);
+}
+
+/* Submits ops; on an immediate error stores it (error_path borrows from ops, which
+ * are still alive here). */
+static void routes_submit(struct api_request *r, uint64_t session, const struct engine_op *ops,
+                          size_t count, bool is_multi)
+{
+    struct engine *e = api_server_engine(r->server);
+    struct engine_result err;
+    memset(&err, 0, sizeof err);
+    err.failed_index = -1;
+    int rc = engine_submit_ops(e, session, ops, count, is_multi, routes_on_done, r, &err);
+    if (rc == 0) {
+        api_request_engine_wait(r);
+        return;
+    }
+    const char *path = err.error_path;
+    size_t length = path != NULL ? strlen(path) : 0;
+    if (path == NULL && !is_multi) {
+        path = r->path;
+        length = r->path_length;
+    }
+    api_request_respond_error(r, rc, NULL, path, length, is_multi ? err.failed_index : -1);
+}
+
+/* ---- znodes ---- */
+
+static void routes_znode_get(struct api_request *r, bool head)
+{
+    struct engine *e = api_server_engine(r->server);
+    const struct znode *n;
+    int rc = engine_lookup(e, r->path, r->path_length, &n);
+    if (head) {
+        /* HEAD: status only, never a body. */
+        api_request_respond(r, rc == 0 ? 200 : api_error_status(rc), NULL);
+        return;
+    }
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return;
+    }
+    bool children, force_base64 = false;
+    if (!routes_query_bool(r, "children", &children))
+        return;
+    const char *enc = api_request_query(r, "encoding");
+    if (enc != NULL) {
+        if (strcmp(enc, "base64") == 0) {
+            force_base64 = true;
+        } else if (strcmp(enc, "utf-8") != 0) {
+            api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                      "query parameter \"encoding\" must be utf-8 or base64", NULL,
+                                      0, -1);
+            return;
+        }
+    }
+    struct znode_stat st;
+    znode_stat_get(n, &st);
+    json_t *o = json_pack("{s:s%}", "path", r->path, r->path_length);
+    if (o == NULL || json_codec_data_set(o, n->data, n->data_length, force_base64) != 0) {
+        json_decref(o);
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        return;
+    }
+    json_object_set_new(o, "stat", json_codec_stat(&st));
+    if (children) {
+        json_t *list = json_array();
+        for (uint32_t i = 0; i < n->child_count; i++)
+            json_array_append_new(list,
+                                  json_stringn(n->children[i]->name, n->children[i]->name_length));
+        json_object_set_new(o, "children", list);
+    }
+    api_request_respond(r, 200, o);
+}
+
+static void routes_children_get(struct api_request *r)
+{
+    struct engine *e = api_server_engine(r->server);
+    const struct znode *n;
+    int rc = engine_lookup(e, r->path, r->path_length, &n);
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return;
+    }
+    struct znode_stat st;
+    znode_stat_get(n, &st);
+    json_t *list = json_array();
+    for (uint32_t i = 0; i < n->child_count; i++)
+        json_array_append_new(list,
+                              json_stringn(n->children[i]->name, n->children[i]->name_length));
+    api_request_respond(r, 200,
+                        json_pack("{s:s%,s:o,s:o}", "path", r->path, r->path_length, "children",
+                                  list, "stat", json_codec_stat(&st)));
+}
+
+/* Create (POST) and set (PUT): body fields into one op. */
+static void routes_znode_write(struct api_request *r, uint64_t session, enum engine_op_type type)
+{
+    struct engine *e = api_server_engine(r->server);
+    char message[JSON_CODEC_MESSAGE_SIZE];
+    json_t *doc = NULL;
+    int rc = json_codec_body_parse(r->body, r->body_length, &doc, message);
+    if (rc != 0) {
+        routes_path_error(r, rc, message);
+        return;
+    }
+    struct json_codec_op op;
+    memset(&op, 0, sizeof op);
+    op.op.type = type;
+    op.op.path = r->path;
+    op.op.path_length = r->path_length;
+    rc = json_codec_op_fields(doc, engine_max_data_bytes(e), &op, message);
+    if (rc != 0) {
+        routes_path_error(r, rc, message);
+    } else if ((op.op.create_flags & ENGINE_CREATE_EPHEMERAL) && session == 0) {
+        routes_path_error(r, CORRAL_E_BAD_ARGUMENTS,
+                          "an ephemeral node needs a Corral-Session header");
+    } else {
+        r->route = type == ENGINE_OP_CREATE ? API_ROUTE_CREATE : API_ROUTE_SET;
+        routes_submit(r, session, &op.op, 1, false);
+    }
+    json_codec_op_release(&op);
+    json_decref(doc);
+}
+
+static void routes_znode_delete(struct api_request *r, uint64_t session)
+{
+    struct engine_op op;
+    memset(&op, 0, sizeof op);
+    op.type = ENGINE_OP_DELETE;
+    op.path = r->path;
+    op.path_length = r->path_length;
+    op.version = -1;
+    const char *v = api_request_query(r, "version");
+    if (v != NULL && !json_codec_version_parse(v, &op.version)) {
+        routes_path_error(r, CORRAL_E_BAD_ARGUMENTS,
+                          "query parameter \"version\" must be an integer from -1 to 2147483647");
+        return;
+    }
+    r->route = API_ROUTE_DELETE;
+    routes_submit(r, session, &op, 1, false);
+}
+
+static void routes_znode(struct api_request *r, uint64_t session)
+{
+    if (routes_method_is(r, "GET"))
+        routes_znode_get(r, false);
+    else if (routes_method_is(r, "HEAD"))
+        routes_znode_get(r, true);
+    else if (routes_method_is(r, "POST"))
+        routes_znode_write(r, session, ENGINE_OP_CREATE);
+    else if (routes_method_is(r, "PUT"))
+        routes_znode_write(r, session, ENGINE_OP_SET);
+    else if (routes_method_is(r, "DELETE"))
+        routes_znode_delete(r, session);
+    else
+        routes_method_not_allowed(r, ROUTES_ALLOW_ZNODE);
+}
+
+static void routes_multi(struct api_request *r, uint64_t session)
+{
+    struct engine *e = api_server_engine(r->server);
+    char message[JSON_CODEC_MESSAGE_SIZE];
+    json_t *doc = NULL;
+    int rc = json_codec_body_parse(r->body, r->body_length, &doc, message);
+    if (rc != 0) {
+        api_request_respond_error(r, rc, message, NULL, 0, -1);
+        return;
+    }
+    json_t *list = doc != NULL ? json_object_get(doc, "ops") : NULL;
+    if (!json_is_array(list)) {
+        json_decref(doc);
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS, "the body must be {\"ops\": [...]}",
+                                  NULL, 0, -1);
+        return;
+    }
+    size_t count = json_array_size(list);
+    if (count == 0) {
+        /* Nothing to do: answered here, the engine is not asked. */
+        json_decref(doc);
+        api_request_respond(r, 200, json_pack("{s:[]}", "results"));
+        return;
+    }
+    if (count > JSON_CODEC_MULTI_MAX_OPS) {
+        json_decref(doc);
+        snprintf(message, sizeof message, "a multi carries at most %d ops",
+                 JSON_CODEC_MULTI_MAX_OPS);
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS, message, NULL, 0, -1);
+        return;
+    }
+    struct json_codec_op *ops = calloc(count, sizeof *ops);
+    struct engine_op *plain = calloc(count, sizeof *plain);
+    if (ops == NULL || plain == NULL) {
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) {
+        rc = json_codec_multi_op(json_array_get(list, i), engine_max_data_bytes(e), &ops[i],
+                                 message);
+        if (rc == 0 && (ops[i].op.create_flags & ENGINE_CREATE_EPHEMERAL) && session == 0) {
+            rc = CORRAL_E_BAD_ARGUMENTS;
+            snprintf(message, sizeof message, "an ephemeral node needs a Corral-Session header");
+        }
+        if (rc != 0) {
+            api_request_respond_error(r, rc, message, ops[i].op.path,
+                                      ops[i].op.path != NULL ? ops[i].op.path_length : 0, (int)i);
+            goto out;
+        }
+        plain[i] = ops[i].op;
+    }
+    r->route = API_ROUTE_MULTI;
+    routes_submit(r, session, plain, count, true);
+out:
+    if (ops != NULL) {
+        for (size_t i = 0; i < count; i++)
+            json_codec_op_release(&ops[i]);
+    }
+    free(ops);
+    free(plain);
+    json_decref(doc);
+}
+
+static void routes_sync(struct api_request *r)
+{
+    struct engine *e = api_server_engine(r->server);
+    /* engine_sync takes no path; the path is only checked for syntax (ZooKeeper's
+     * sync does not require the node to exist). */
+    const struct znode *n;
+    int rc = engine_lookup(e, r->path, r->path_length, &n);
+    if (rc != 0 && rc != CORRAL_E_NO_NODE) {
+        routes_path_error(r, rc, NULL);
+        return;
+    }
+    r->route = API_ROUTE_SYNC;
+    rc = engine_sync(e, routes_on_done, r);
+    if (rc != 0)
+        routes_path_error(r, rc, NULL);
+    else
+        api_request_engine_wait(r);
+}
+
+/* ---- sessions ---- */
+
+static void routes_session_open(struct api_request *r)
+{
+    struct engine *e = api_server_engine(r->server);
+    char message[JSON_CODEC_MESSAGE_SIZE];
+    json_t *doc = NULL;
+    uint32_t timeout_ms = 0;
+    int rc = json_codec_body_parse(r->body, r->body_length, &doc, message);
+    if (rc == 0)
+        rc = json_codec_session_open_parse(doc, &timeout_ms, message);
+    json_decref(doc);
+    if (rc != 0) {
+        api_request_respond_error(r, rc, message, NULL, 0, -1);
+        return;
+    }
+    r->route = API_ROUTE_SESSION_OPEN;
+    rc = engine_session_open(e, timeout_ms, routes_on_done, r);
+    if (rc != 0)
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+    else
+        api_request_engine_wait(r);
+}
+
+static int routes_path_compare(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void routes_session_info(struct api_request *r, uint64_t id, bool full)
+{
+    struct engine *e = api_server_engine(r->server);
+    struct engine_session_info info;
+    int rc = engine_session_info_get(e, id, &info);
+    if (rc != 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        return;
+    }
+    char hex[17];
+    json_codec_session_format(info.id, hex);
+    json_t *o = json_pack("{s:s,s:I}", "id", hex, "timeout_ms", (json_int_t)info.timeout_ms);
+    if (!full || o == NULL) {
+        api_request_respond(r, 200, o);
+        return;
+    }
+    json_object_set_new(o, "remaining_ms", json_integer((json_int_t)info.remaining_ms));
+    char **paths = calloc(info.ephemeral_count + 1, sizeof *paths);
+    json_t *list = json_array();
+    bool ok = paths != NULL && list != NULL;
+    for (size_t i = 0; ok && i < info.ephemeral_count; i++) {
+        size_t need = znode_path_get(info.ephemerals[i], NULL, 0);
+        paths[i] = malloc(need + 1);
+        ok = paths[i] != NULL;
+        if (ok)
+            znode_path_get(info.ephemerals[i], paths[i], need + 1);
+    }
+    if (ok) {
+        qsort(paths, info.ephemeral_count, sizeof *paths, routes_path_compare);
+        for (size_t i = 0; i < info.ephemeral_count; i++)
+            json_array_append_new(list, json_string(paths[i]));
+    }
+    for (size_t i = 0; paths != NULL && i < info.ephemeral_count; i++)
+        free(paths[i]);
+    free(paths);
+    if (!ok) {
+        json_decref(list);
+        json_decref(o);
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        return;
+    }
+    json_object_set_new(o, "ephemerals", list);
+    api_request_respond(r, 200, o);
+}
+
+/* /v1/sessions[/<id>[/keepalive]]; rest is what follows "/v1/sessions". */
+static void routes_sessions(struct api_request *r, const char *rest, size_t n)
+{
+    struct engine *e = api_server_engine(r->server);
+    if (n == 0 || (n == 1 && rest[0] == '/')) {
+        if (routes_method_is(r, "POST"))
+            routes_session_open(r);
+        else
+            routes_method_not_allowed(r, "POST");
+        return;
+    }
+    rest++; /* skip '/' */
+    n--;
+    const char *slash = memchr(rest, '/', n);
+    size_t id_length = slash != NULL ? (size_t)(slash - rest) : n;
+    const char *tail = slash != NULL ? slash : rest + n;
+    size_t tail_length = n - id_length;
+    bool keepalive = tail_length == strlen("/keepalive") && memcmp(tail, "/keepalive", 10) == 0;
+    if (tail_length != 0 && !keepalive) {
+        api_request_respond_error(r, CORRAL_E_NO_ROUTE, NULL, NULL, 0, -1);
+        return;
+    }
+    if (keepalive ? !routes_method_is(r, "POST")
+                  : !routes_method_is(r, "GET") && !routes_method_is(r, "DELETE")) {
+        routes_method_not_allowed(r, keepalive ? "POST" : "GET, DELETE");
+        return;
+    }
+    uint64_t id;
+    if (!json_codec_session_parse(rest, id_length, &id)) {
+        api_request_respond_error(r, CORRAL_E_SESSION_EXPIRED,
+                                  "not a session id (1 to 16 hex digits)", NULL, 0, -1);
+        return;
+    }
+    if (keepalive) {
+        int rc = engine_session_touch(e, id);
+        if (rc != 0)
+            api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        else
+            routes_session_info(r, id, false);
+    } else if (routes_method_is(r, "GET")) {
+        routes_session_info(r, id, true);
+    } else {
+        r->route = API_ROUTE_SESSION_CLOSE;
+        int rc = engine_session_close(e, id, routes_on_done, r);
+        if (rc != 0)
+            api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        else
+            api_request_engine_wait(r);
+    }
+}
+
+/* ---- cluster and health ---- */
+
+static void routes_cluster(struct api_request *r)
+{
+    struct engine *e = api_server_engine(r->server);
+    const struct config *c = api_server_config(r->server);
+    const char *role = engine_role_name(e);
+    uint64_t id = engine_member_id(e);
+    /* engine.h has no leader id yet: standalone and leader are their own leader. */
+    uint64_t leader = strcmp(role, "standalone") == 0 || strcmp(role, "leader") == 0 ? id : 0;
+    json_t *member = json_pack("{s:I,s:s,s:n,s:s}", "id", (json_int_t)id, "http", c->listen, "peer",
+                               "role", role);
+    json_t *o =
+        json_pack("{s:I,s:s,s:o,s:I,s:I,s:I,s:[o]}", "id", (json_int_t)id, "role", role, "leader",
+                  leader != 0 ? json_integer((json_int_t)leader) : json_null(), "epoch",
+                  (json_int_t)engine_epoch(e), "zxid", (json_int_t)engine_applied_zxid(e),
+                  "commit_zxid", (json_int_t)engine_commit_zxid(e), "members", member);
+    api_request_respond(r, 200, o);
+}
+
+static void routes_health(struct api_request *r)
+{
+    if (api_server_shutting_down(r->server))
+        api_request_respond(r, 503, json_pack("{s:s}", "status", "shutting_down"));
+    else
+        api_request_respond(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* ---- dispatch ---- */
+
+/* Corral-Min-Zxid: a server that has not applied N answers BEHIND. In standalone mode
+ * applied == committed, so there is nothing worth waiting for. Returns false when a
+ * response was stored. */
+static bool routes_min_zxid_check(struct api_request *r)
+{
+    const char *v = api_request_header(r, "Corral-Min-Zxid");
+    if (v == NULL)
+        return true;
+    char *end;
+    unsigned long long want = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end != '\0') {
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                  "Corral-Min-Zxid must be a non-negative integer", NULL, 0, -1);
+        return false;
+    }
+    if (want > engine_applied_zxid(api_server_engine(r->server))) {
+        api_request_respond_error(r, CORRAL_E_BEHIND, NULL, NULL, 0, -1);
+        return false;
+    }
+    return true;
+}
+
+/* Corral-Session: an unknown session stops the request before anything happens;
+ * a known one is touched (any request keeps its session alive). */
+static bool routes_session_header(struct api_request *r, uint64_t *session)
+{
+    *session = 0;
+    const char *v = api_request_header(r, "Corral-Session");
+    if (v == NULL)
+        return true;
+    uint64_t id;
+    if (!json_codec_session_parse(v, strlen(v), &id)) {
+        api_request_respond_error(r, CORRAL_E_SESSION_EXPIRED, "Corral-Session is not a session id",
+                                  NULL, 0, -1);
+        return false;
+    }
+    int rc = engine_session_touch(api_server_engine(r->server), id);
+    if (rc != 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        return false;
+    }
+    *session = id;
+    return true;
+}
+
+void routes_dispatch(struct api_request *r)
+{
+    const char *url = r->uri;
+    size_t n = strcspn(url, "?#");
+    const char *rest;
+    size_t rest_length;
+    uint64_t session;
+
+    if (!routes_min_zxid_check(r) || !routes_session_header(r, &session))
+        return;
+
+    if (n == strlen("/health") && memcmp(url, "/health", n) == 0) {
+        if (routes_method_is(r, "GET"))
+            routes_health(r);
+        else
+            routes_method_not_allowed(r, "GET");
+    } else if (n == strlen("/v1/cluster") && memcmp(url, "/v1/cluster", n) == 0) {
+        if (routes_method_is(r, "GET"))
+            routes_cluster(r);
+        else
+            routes_method_not_allowed(r, "GET");
+    } else if (n == strlen("/v1/multi") && memcmp(url, "/v1/multi", n) == 0) {
+        if (routes_method_is(r, "POST"))
+            routes_multi(r, session);
+        else
+            routes_method_not_allowed(r, "POST");
+    } else if (routes_match(url, n, "/v1/znodes", &rest, &rest_length)) {
+        if (routes_path_decode(r, rest, rest_length) == 0)
+            routes_znode(r, session);
+    } else if (routes_match(url, n, "/v1/children", &rest, &rest_length)) {
+        if (!routes_method_is(r, "GET"))
+            routes_method_not_allowed(r, "GET");
+        else if (routes_path_decode(r, rest, rest_length) == 0)
+            routes_children_get(r);
+    } else if (routes_match(url, n, "/v1/sync", &rest, &rest_length)) {
+        if (!routes_method_is(r, "POST"))
+            routes_method_not_allowed(r, "POST");
+        else if (routes_path_decode(r, rest, rest_length) == 0)
+            routes_sync(r);
+    } else if (routes_match(url, n, "/v1/sessions", &rest, &rest_length)) {
+        routes_sessions(r, rest, rest_length);
+    } else {
+        api_request_respond_error(r, CORRAL_E_NO_ROUTE, NULL, NULL, 0, -1);
+    }
+}
