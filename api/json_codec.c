@@ -144,6 +144,8 @@ bool json_codec_session_parse(const char *s, size_t n, uint64_t *out)
 
 int json_codec_data_set(json_t *obj, const uint8_t *data, size_t length, bool force_base64)
 {
+    if (data == NULL)
+        data = (const uint8_t *)""; /* empty node: json_stringn(NULL, 0) would fail */
     if (!force_base64 && json_codec_text_ok(data, length)) {
         if (json_object_set_new(obj, "data", json_stringn((const char *)data, length)) != 0)
             return -1;
