@@ -37,7 +37,8 @@
  * Memory per node (x86-64, glibc): the struct is 116 bytes + the name + NUL in one
  * malloc, the data in a second malloc only when non-empty, and 8 bytes in the parent's
  * children array (plus up to 2x slack from geometric growth). Leaves have no children
- * array at all. */
+ * array at all. Measured with glibc (test_tree): 264 bytes per node for 11-byte names and
+ * 100-byte data, malloc overhead included (node chunk 144 + data chunk 112 + 8). */
 #include "tree.h"
 
 #include "error.h"
@@ -447,9 +448,9 @@ int tree_walk(struct tree *t, int (*fn)(void *arg, struct znode *n, uint32_t dep
 {
     /* Iterative, so deep trees cannot overflow the C stack, and allocation-free, so a
      * walk cannot fail on its own. next[d] remembers where to resume among the children
-     * of the ancestor at depth d; below TREE_WALK_STACK levels (deeper than any path of
-     * PATH_MAX_BYTES with names longer than 15 bytes) the position is recovered by a
-     * binary search in the parent instead. fn must not change the tree. */
+     * of the ancestor at depth d. Deeper than TREE_WALK_STACK levels (possible only with
+     * names under 15 bytes, as paths are bounded by PATH_MAX_BYTES) the position is
+     * recovered by a binary search in the parent instead. fn must not change the tree. */
     uint32_t next[TREE_WALK_STACK];
     struct znode *n = t->root;
     uint32_t depth = 0;
