@@ -18,6 +18,9 @@ from corral_harness import Server, run_tests, wait_until  # noqa: E402
 WAL_HEADER = 16
 RECORD_HEADER = 28
 SNAP_HEADER = 48
+# A line saying the log was cut, not a clean start's "log cut 0 bytes" summary.
+CUT_RX = r"\bcut\b(?!\s+0\b)"
+SNAP_RX = r"snapshot.*(corrupt|skipping)|(corrupt|skipping).*snapshot"
 
 
 def wal_records(path):
@@ -79,6 +82,13 @@ class RecoveryDamageTest(unittest.TestCase):
         if getattr(self, "server", None) is not None and self.server.running():
             self.server.kill9()
 
+    def assertLogSays(self, pattern):
+        """The latest start logged a line matching pattern, and the first start (on a
+        fresh, undamaged data dir) did not: the line is about the damage."""
+        self.server.wait_for_log(pattern, timeout=2)
+        self.assertEqual(self.server.log_lines(pattern, index=0), [],
+                         "an undamaged start already logs %r" % pattern)
+
     def populate(self, prefix, k):
         """Creates prefix and k children with distinct data; returns {path: data}."""
         self.assertEqual(self.c.create(prefix, "root").status, 201)
@@ -113,7 +123,7 @@ class RecoveryDamageTest(unittest.TestCase):
         seg, off, length = last_wal_record(self.server)
         damage(seg, off, length)
         self.server.start()
-        self.server.wait_for_log(r"\bcut", timeout=2)
+        self.assertLogSays(CUT_RX)
         self.assertPresent(written, except_last=True)
         self.assertEqual(self.c.data_of("/r"), b"root")
         self.assertServesWritesDurably("/r")
@@ -123,25 +133,25 @@ class RecoveryDamageTest(unittest.TestCase):
 
     def test_torn_last_wal_record_is_cut(self):
         self.damage_wal_tail_and_restart(
-            "recovery_torn_tail",
+            "recovery_wal_torn",
             lambda seg, off, length: truncate(seg, off + (RECORD_HEADER + length) // 2))
 
     def test_corrupt_last_wal_record_is_cut(self):
         def corrupt(seg, off, length):
             flip_byte(seg, off + RECORD_HEADER + length // 2 if length else off)
-        self.damage_wal_tail_and_restart("recovery_corrupt_tail", corrupt)
+        self.damage_wal_tail_and_restart("recovery_wal_flip", corrupt)
 
     def test_garbage_appended_after_last_record_is_cut(self):
         def garbage(seg, off, length):
             with open(seg, "ab") as f:
                 f.write(os.urandom(100))
                 os.fsync(f.fileno())
-        self.start("recovery_garbage_tail")
+        self.start("recovery_wal_garbage")
         written = self.populate("/g", 10)
         self.server.kill9()
         garbage(*last_wal_record(self.server))
         self.server.start()
-        self.server.wait_for_log(r"\bcut", timeout=2)
+        self.assertLogSays(CUT_RX)
         self.assertPresent(written)  # the garbage held no record: nothing is lost
         self.assertServesWritesDurably("/g")
         self.assertEqual(self.server.stop(), 0)
@@ -159,8 +169,7 @@ class RecoveryDamageTest(unittest.TestCase):
         newest = max(snaps, key=snap_zxid)
         damage(newest)
         self.server.start()
-        self.server.wait_for_log(r"snapshot.*(corrupt|skipping)|(corrupt|skipping).*snapshot",
-                                 timeout=2)
+        self.assertLogSays(SNAP_RX)
         self.assertPresent(written)
         self.assertGreaterEqual(self.c.health().zxid, last_zxid)
         self.assertServesWritesDurably("/s")
@@ -173,14 +182,14 @@ class RecoveryDamageTest(unittest.TestCase):
             size = os.path.getsize(path)
             self.assertGreater(size, SNAP_HEADER + 8, path)
             flip_byte(path, SNAP_HEADER + (size - SNAP_HEADER) // 2)
-        self.snapshot_scenario("recovery_corrupt_snapshot", corrupt)
+        self.snapshot_scenario("recovery_snap_flip", corrupt)
 
     def test_truncated_newest_snapshot_falls_back(self):
-        self.snapshot_scenario("recovery_truncated_snapshot",
+        self.snapshot_scenario("recovery_snap_trunc",
                                lambda path: truncate(path, os.path.getsize(path) // 2))
 
     def test_snapshot_with_corrupt_header_falls_back(self):
-        self.snapshot_scenario("recovery_snapshot_header", lambda path: flip_byte(path, 20))
+        self.snapshot_scenario("recovery_snap_header", lambda path: flip_byte(path, 20))
 
 
 if __name__ == "__main__":

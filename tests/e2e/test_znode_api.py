@@ -320,8 +320,11 @@ class ZnodeApiTest(ServerTestCase):
         z = self.c.create(p + "/s", "").zxid
         r = self.c.sync(p)
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.body, {"path": p, "zxid": z})
-        self.assertEqual(r.zxid, z)
+        self.assertEqual(set(r.body), {"path", "zxid"})
+        self.assertEqual(r.body["path"], p)
+        # At least everything before the call; a server may commit a marker for the sync.
+        self.assertGreaterEqual(r.body["zxid"], z)
+        self.assertEqual(r.body["zxid"], r.zxid)
 
     def test_cluster_standalone(self):
         r = self.c.cluster()
