@@ -49,6 +49,16 @@ static const struct config_option config_options[] = {
      "interval of the container/TTL reaper"},
     {"--max-connections", CONFIG_KIND_U32, CONFIG_AT(max_connections), 1, "N",
      "concurrent HTTP connections"},
+    {"--max-poll-ms", CONFIG_KIND_U32, CONFIG_AT(max_poll_ms), 1, "N",
+     "longest timeout_ms of a long-poll (watch, session events)"},
+    {"--min-zxid-wait-ms", CONFIG_KIND_U32, CONFIG_AT(min_zxid_wait_ms), 0, "N",
+     "how long a request with Corral-Min-Zxid waits before 503 BEHIND"},
+    {"--watch-max-events", CONFIG_KIND_U32, CONFIG_AT(watch_max_events), 1, "N",
+     "events in one watch answer (a whole txn is never split)"},
+    {"--history-events", CONFIG_KIND_U64, CONFIG_AT(history_events), 1, "N",
+     "change events kept in memory for /v1/watch (older ones come from the log)"},
+    {"--history-bytes", CONFIG_KIND_U64, CONFIG_AT(history_bytes), 1, "N",
+     "bytes of change events kept in memory, at most"},
     {"--log-level", CONFIG_KIND_LEVEL, CONFIG_AT(log_level), 0, "LEVEL",
      "debug, info, warn or error"},
     {"--id", CONFIG_KIND_U64, CONFIG_AT(id), 1, "N", "member id (quorum mode)"},
@@ -70,7 +80,12 @@ void config_defaults(struct config *c)
     c->snapshot_every = 100000;
     c->snapshots_keep = 3;
     c->container_check_ms = 60000;
-    c->max_connections = 20000;
+    c->max_connections = 16000;
+    c->max_poll_ms = 60000;
+    c->min_zxid_wait_ms = 2000;
+    c->watch_max_events = 10000;
+    c->history_events = 1000000;
+    c->history_bytes = 134217728;
     c->log_level = CONFIG_LOG_INFO;
 }
 

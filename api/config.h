@@ -29,9 +29,14 @@ struct config {
     uint32_t snapshots_keep;
     uint32_t container_check_ms;
     uint32_t max_connections;
-    int log_level;       /* enum config_log_level */
-    uint64_t id;         /* --id, for quorum mode (not used yet) */
-    const char *cluster; /* --cluster, for quorum mode (not used yet); borrowed */
+    uint32_t max_poll_ms;      /* cap on a long-poll's timeout_ms */
+    uint32_t min_zxid_wait_ms; /* how long Corral-Min-Zxid may wait before BEHIND */
+    uint32_t watch_max_events; /* events in one watch answer (more: poll again) */
+    uint64_t history_events;   /* events of the resumable watch kept in memory */
+    uint64_t history_bytes;    /* and their bytes, at most */
+    int log_level;             /* enum config_log_level */
+    uint64_t id;               /* --id, for quorum mode (not used yet) */
+    const char *cluster;       /* --cluster, for quorum mode (not used yet); borrowed */
 };
 
 /* Fills c with the defaults. */

@@ -120,6 +120,16 @@ static void http_mhd_kick_later(struct api_server *s)
 
 /* ---- requests ---- */
 
+/* The uv handles of a parked long-poll. Allocated by api_request_park, freed after
+ * both handles' close callbacks (they run later, LIFO: libuv's rule). */
+struct http_park {
+    uv_timer_t timer;
+    uv_poll_t poll;
+    struct api_request *r; /* NULL once unparked */
+    int handles_open;
+    bool polling;
+};
+
 static void http_request_free(struct api_request *r)
 {
     free(r->uri);
@@ -168,9 +178,12 @@ static void http_parked_add(struct api_server *s, struct api_request *r)
     s->parked = r;
 }
 
+static void http_park_release(struct api_request *r);
+
 static void http_request_resume(struct api_request *r)
 {
     struct api_server *s = r->server;
+    http_park_release(r);
     http_parked_remove(s, r);
     r->suspended = false;
     MHD_resume_connection(r->conn);
@@ -212,8 +225,126 @@ void api_request_respond_error(struct api_request *r, int code, const char *mess
 
 void api_request_engine_wait(struct api_request *r)
 {
+    if (r->engine_pending)
+        return;
     r->engine_pending = true;
     r->server->engine_pending++;
+}
+
+/* ---- long-poll parking ---- */
+
+static void http_park_on_closed(uv_handle_t *h)
+{
+    struct http_park *p = h->data;
+    if (--p->handles_open == 0)
+        free(p);
+}
+
+static void http_park_release(struct api_request *r)
+{
+    struct http_park *p = r->park;
+    if (p == NULL)
+        return;
+    r->park = NULL;
+    p->r = NULL;
+    /* Stop watching the socket before MHD takes it back (LIBS.md 1.4). */
+    if (p->polling)
+        uv_poll_stop(&p->poll);
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, http_park_on_closed);
+    if (p->handles_open == 2)
+        uv_close((uv_handle_t *)&p->poll, http_park_on_closed);
+}
+
+enum http_unpark_reason {
+    HTTP_UNPARK_WOKEN,
+    HTTP_UNPARK_TIMEOUT,
+    HTTP_UNPARK_GONE,
+};
+
+static void http_unpark(struct api_request *r, enum http_unpark_reason reason)
+{
+    struct api_server *s = r->server;
+    if (reason != HTTP_UNPARK_WOKEN && r->waiter != NULL)
+        engine_waiter_cancel(s->engine, r->waiter);
+    r->waiter = NULL;
+    http_park_release(r);
+    void (*finish)(struct api_request *, bool) = r->park_finish;
+    r->park_finish = NULL;
+    /* The park's claim on r ends here; finish may make a new one (park again, or
+     * submit a write), in which case whoever holds it answers later. */
+    r->engine_pending = false;
+    s->engine_pending--;
+    if (finish != NULL)
+        finish(r, reason != HTTP_UNPARK_WOKEN);
+    if (r->engine_pending)
+        return;
+    if (!r->has_response)
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, "internal error: no response", NULL, 0,
+                                  -1);
+    if (r->suspended)
+        http_request_resume(r);
+}
+
+void api_request_on_wake(void *arg)
+{
+    http_unpark(arg, HTTP_UNPARK_WOKEN);
+}
+
+static void http_park_on_timeout(uv_timer_t *t)
+{
+    struct http_park *p = t->data;
+    if (p->r != NULL)
+        http_unpark(p->r, HTTP_UNPARK_TIMEOUT);
+}
+
+static void http_park_on_socket(uv_poll_t *h, int status, int events)
+{
+    struct http_park *p = h->data;
+    if (p->r == NULL)
+        return;
+    char byte;
+    ssize_t n =
+        recv(MHD_get_connection_info(p->r->conn, MHD_CONNECTION_INFO_CONNECTION_FD)->connect_fd,
+             &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
+        /* Pipelined bytes of the next request: not a disconnect. Stop watching; the
+         * deadline still bounds the park. */
+        if (status == 0 && n > 0) {
+            uv_poll_stop(&p->poll);
+            p->polling = false;
+        }
+        return;
+    }
+    http_unpark(p->r, HTTP_UNPARK_GONE); /* EOF or error: the client is gone */
+}
+
+void api_request_park(struct api_request *r, struct engine_waiter *waiter, uint64_t timeout_ms,
+                      void (*finish)(struct api_request *r, bool timed_out))
+{
+    struct api_server *s = r->server;
+    api_request_engine_wait(r);
+    r->waiter = waiter;
+    r->park_finish = finish;
+    struct http_park *p = calloc(1, sizeof *p); /* freed after its handles close */
+    if (p == NULL) {
+        return; /* no deadline and no disconnect watch: the waiter alone ends it */
+    }
+    p->r = r;
+    r->park = p;
+    uv_timer_init(s->loop, &p->timer);
+    p->timer.data = p;
+    p->handles_open = 1;
+    if (timeout_ms > 0)
+        uv_timer_start(&p->timer, http_park_on_timeout, timeout_ms, 0);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info != NULL && uv_poll_init_socket(s->loop, &p->poll, info->connect_fd) == 0) {
+        p->poll.data = p;
+        p->handles_open = 2;
+        if (uv_poll_start(&p->poll, UV_READABLE | UV_DISCONNECT, http_park_on_socket) == 0)
+            p->polling = true;
+    }
 }
 
 void api_request_engine_done(struct api_request *r)

@@ -73,6 +73,13 @@ struct api_request {
     size_t path_length;
 
     struct api_request *prev, *next; /* the server's list of parked requests */
+
+    /* A long-poll parked on an engine waiter (api_request_park). */
+    struct engine_waiter *waiter; /* owned by the engine; NULL once woken or cancelled */
+    struct http_park *park;       /* timer + disconnect watch; owned by http.c */
+    void (*park_finish)(struct api_request *r, bool timed_out);
+    uint64_t park_since; /* routes.c's memory across a park (e.g. the watch's since) */
+    uint64_t park_deadline_ms;
 };
 
 struct api_server_options {
@@ -127,6 +134,18 @@ void api_request_engine_wait(struct api_request *r);
 /* Called by the done callback after it stored the response: resumes the parked
  * connection (deferred MHD_run) or frees an orphaned request. r may be freed. */
 void api_request_engine_done(struct api_request *r);
+
+/* Long-polls. A route that must wait registers an engine waiter with
+ * api_request_on_wake as the wake function and r as its argument, then parks r with
+ * it. Exactly one of three things ends the park: the engine wakes it, timeout_ms
+ * passes (0 = no timeout), or the client goes away (its socket closes while parked:
+ * MHD would not notice, LIBS.md 1.4). The waiter is then gone (woken or cancelled) and
+ * finish(r, timed_out) runs; it stores a response, or parks again, or submits a write.
+ * Parking costs no thread: a suspended connection, a uv timer and a uv poll. */
+void api_request_park(struct api_request *r, struct engine_waiter *waiter, uint64_t timeout_ms,
+                      void (*finish)(struct api_request *r, bool timed_out));
+/* The engine_wake_fn for api_request_park (arg is the request). */
+void api_request_on_wake(void *arg);
 
 /* Value of a request header or query argument (MHD_HEADER_KIND /
  * MHD_GET_ARGUMENT_KIND), borrowed for the request, or NULL. */

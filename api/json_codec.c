@@ -49,6 +49,7 @@ unsigned api_error_status(int code)
     case CORRAL_E_NOT_LEADER:
         return 503;
     case CORRAL_E_NO_ROUTE:
+    case CORRAL_E_NO_WATCHER:
         return 404;
     case CORRAL_E_METHOD_NOT_ALLOWED:
         return 405;
@@ -61,9 +62,7 @@ bool json_codec_text_ok(const uint8_t *s, size_t n)
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
-        if (c == 0)
-            return false; /* jansson refuses \u0000 without JSON_ALLOW_NUL */
-        if (c < 0x80) {
+        if (c < 0x80) { /* NUL included: it goes out as \u0000, which JSON allows */
             i++;
             continue;
         }
@@ -184,7 +183,9 @@ int json_codec_body_parse(const void *body, size_t length, json_t **out, char *m
     if (length == 0)
         return 0;
     json_error_t err;
-    json_t *doc = json_loadb(body, length, JSON_REJECT_DUPLICATES, &err);
+    /* JSON_ALLOW_NUL: "\u0000" is valid JSON and valid text data. Every string read
+     * from the document is then taken with its length, never as a C string. */
+    json_t *doc = json_loadb(body, length, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (doc == NULL) {
         snprintf(message, JSON_CODEC_MESSAGE_SIZE, "malformed JSON body: %.100s (at byte %d)",
                  err.text, err.position);
@@ -250,9 +251,10 @@ static int json_codec_data_get(json_t *obj, uint32_t max_data_bytes, struct json
             return CORRAL_E_BAD_ARGUMENTS;
         }
         const char *e = json_string_value(enc);
-        if (strcmp(e, "base64") == 0) {
+        size_t e_length = json_string_length(enc);
+        if (e_length == 6 && strcmp(e, "base64") == 0) {
             base64 = true;
-        } else if (strcmp(e, "utf-8") != 0) {
+        } else if (e_length != 5 || strcmp(e, "utf-8") != 0) {
             snprintf(message, JSON_CODEC_MESSAGE_SIZE,
                      "unknown \"encoding\": use \"utf-8\" or \"base64\"");
             return CORRAL_E_BAD_ARGUMENTS;
@@ -380,7 +382,8 @@ int json_codec_multi_op(json_t *obj, uint32_t max_data_bytes, struct json_codec_
                                                 ENGINE_OP_CHECK};
     bool found = false;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (strcmp(json_string_value(op), json_codec_op_name(types[i])) == 0) {
+        const char *name = json_codec_op_name(types[i]);
+        if (json_string_length(op) == strlen(name) && strcmp(json_string_value(op), name) == 0) {
             out->op.type = types[i];
             found = true;
         }

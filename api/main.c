@@ -244,6 +244,8 @@ int main(int argc, char **argv)
         .snapshots_keep = d->config.snapshots_keep,
         .reap_interval_ms = d->config.container_check_ms,
         .wal_segment_bytes = 0,
+        .history_events = d->config.history_events,
+        .history_bytes = d->config.history_bytes,
     };
     struct engine_host host = {
         .data = d,

@@ -218,12 +218,94 @@ static void routes_submit(struct api_request *r, uint64_t session, const struct 
 
 /* ---- znodes ---- */
 
-static void routes_znode_get(struct api_request *r, bool head)
+/* ?watch=true needs a session: one-shot watches are delivered to one. Returns false
+ * when a response was stored. */
+static bool routes_watch_wanted(struct api_request *r, uint64_t session, bool *watch)
+{
+    if (!routes_query_bool(r, "watch", watch))
+        return false;
+    if (*watch && session == 0) {
+        routes_path_error(r, CORRAL_E_BAD_ARGUMENTS, "watch=true needs a Corral-Session header");
+        return false;
+    }
+    return true;
+}
+
+static bool routes_watch_add(struct api_request *r, uint64_t session, enum watch_kind kind)
+{
+    int rc = engine_watch_add(api_server_engine(r->server), session, kind, r->path, r->path_length);
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return false;
+    }
+    return true;
+}
+
+/* [{"type","path","zxid"}...] of one-shot events: new reference; frees events. */
+static json_t *routes_events_json(struct watch_event *events, size_t count)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list != NULL && i < count; i++)
+        json_array_append_new(list, json_pack("{s:s,s:s%,s:I}", "type",
+                                              watch_event_type_name(events[i].type), "path",
+                                              events[i].path, events[i].path_length, "zxid",
+                                              (json_int_t)events[i].zxid));
+    watch_events_free(events, count);
+    return list;
+}
+
+/* ZooKeeper's ordering guarantee is that a client sees a watch event before it sees
+ * the change that fired it. Over HTTP a session's events travel on its events poll, a
+ * different connection; so a read of the session hands over the session's pending
+ * events with the data ("events"), and they leave the queue. A client processes a
+ * read's events before its data, and nothing can overtake them. */
+static void routes_events_piggyback(struct api_request *r, uint64_t session, json_t *o)
+{
+    if (session == 0 || o == NULL)
+        return;
+    struct watch_event *events;
+    size_t count = engine_session_events_take(api_server_engine(r->server), session, &events);
+    if (count > 0)
+        json_object_set_new(o, "events", routes_events_json(events, count));
+}
+
+static void routes_redispatch(struct api_request *r, bool timed_out);
+
+/* FIFO: a read of a session waits until the session's earlier writes are applied, so
+ * it sees them (ZooKeeper applies a session's requests in order). Returns true when r
+ * was parked (the read runs again once they are). */
+static bool routes_session_fifo_wait(struct api_request *r, uint64_t session)
+{
+    if (session == 0)
+        return false;
+    struct engine *e = api_server_engine(r->server);
+    uint64_t zxid = engine_session_fifo_zxid(e, session);
+    if (zxid == 0)
+        return false;
+    struct engine_waiter *w = NULL;
+    int rc = engine_zxid_wait(e, zxid, api_request_on_wake, r, &w);
+    if (rc == 1)
+        return false;
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return true;
+    }
+    api_request_park(r, w, 0, routes_redispatch);
+    return true;
+}
+
+static void routes_znode_get(struct api_request *r, uint64_t session, bool head)
 {
     struct engine *e = api_server_engine(r->server);
+    bool watch;
+    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session))
+        return;
     const struct znode *n;
     int rc = engine_lookup(e, r->path, r->path_length, &n);
     if (head) {
+        /* exists: the watch is set whether or not the node exists (it fires on create) */
+        if (watch && rc != CORRAL_E_BAD_ARGUMENTS && !routes_watch_add(r, session, WATCH_KIND_DATA))
+            return;
         /* HEAD: status only, never a body. */
         api_request_respond(r, rc == 0 ? 200 : api_error_status(rc), NULL);
         return;
@@ -262,27 +344,38 @@ static void routes_znode_get(struct api_request *r, bool head)
                                   json_stringn(n->children[i]->name, n->children[i]->name_length));
         json_object_set_new(o, "children", list);
     }
+    if (watch && !routes_watch_add(r, session, WATCH_KIND_DATA)) {
+        json_decref(o);
+        return;
+    }
+    routes_events_piggyback(r, session, o);
     api_request_respond(r, 200, o);
 }
 
-static void routes_children_get(struct api_request *r)
+static void routes_children_get(struct api_request *r, uint64_t session)
 {
     struct engine *e = api_server_engine(r->server);
+    bool watch;
+    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session))
+        return;
     const struct znode *n;
     int rc = engine_lookup(e, r->path, r->path_length, &n);
     if (rc != 0) {
         routes_path_error(r, rc, NULL);
         return;
     }
+    if (watch && !routes_watch_add(r, session, WATCH_KIND_CHILD))
+        return;
     struct znode_stat st;
     znode_stat_get(n, &st);
     json_t *list = json_array();
     for (uint32_t i = 0; i < n->child_count; i++)
         json_array_append_new(list,
                               json_stringn(n->children[i]->name, n->children[i]->name_length));
-    api_request_respond(r, 200,
-                        json_pack("{s:s%,s:o,s:o}", "path", r->path, r->path_length, "children",
-                                  list, "stat", json_codec_stat(&st)));
+    json_t *o = json_pack("{s:s%,s:o,s:o}", "path", r->path, r->path_length, "children", list,
+                          "stat", json_codec_stat(&st));
+    routes_events_piggyback(r, session, o);
+    api_request_respond(r, 200, o);
 }
 
 /* Create (POST) and set (PUT): body fields into one op. */
@@ -336,9 +429,9 @@ static void routes_znode_delete(struct api_request *r, uint64_t session)
 static void routes_znode(struct api_request *r, uint64_t session)
 {
     if (routes_method_is(r, "GET"))
-        routes_znode_get(r, false);
+        routes_znode_get(r, session, false);
     else if (routes_method_is(r, "HEAD"))
-        routes_znode_get(r, true);
+        routes_znode_get(r, session, true);
     else if (routes_method_is(r, "POST"))
         routes_znode_write(r, session, ENGINE_OP_CREATE);
     else if (routes_method_is(r, "PUT"))
@@ -412,23 +505,42 @@ out:
     json_decref(doc);
 }
 
+static void routes_sync_answer(struct api_request *r)
+{
+    api_request_respond(r, 200,
+                        json_pack("{s:s%,s:I}", "path", r->path, r->path_length, "zxid",
+                                  (json_int_t)engine_applied_zxid(api_server_engine(r->server))));
+}
+
+static void routes_sync_finish(struct api_request *r, bool timed_out)
+{
+    if (timed_out)
+        api_request_respond_error(r, CORRAL_E_TIMEOUT, "sync did not complete in time", r->path,
+                                  r->path_length, -1);
+    else
+        routes_sync_answer(r);
+}
+
+/* sync: answers once this server has applied everything it had accepted when the call
+ * arrived (in a cluster: what the leader had committed). The node need not exist, as
+ * in ZooKeeper; the path is only checked for syntax. */
 static void routes_sync(struct api_request *r)
 {
     struct engine *e = api_server_engine(r->server);
-    /* engine_sync takes no path; the path is only checked for syntax (ZooKeeper's
-     * sync does not require the node to exist). */
     const struct znode *n;
     int rc = engine_lookup(e, r->path, r->path_length, &n);
     if (rc != 0 && rc != CORRAL_E_NO_NODE) {
         routes_path_error(r, rc, NULL);
         return;
     }
-    r->route = API_ROUTE_SYNC;
-    rc = engine_sync(e, routes_on_done, r);
-    if (rc != 0)
+    struct engine_waiter *w = NULL;
+    rc = engine_zxid_wait(e, engine_sync_zxid(e), api_request_on_wake, r, &w);
+    if (rc == 1)
+        routes_sync_answer(r);
+    else if (rc != 0)
         routes_path_error(r, rc, NULL);
     else
-        api_request_engine_wait(r);
+        api_request_park(r, w, api_server_config(r->server)->max_poll_ms, routes_sync_finish);
 }
 
 /* ---- sessions ---- */
@@ -505,6 +617,216 @@ static void routes_session_info(struct api_request *r, uint64_t id, bool full)
     api_request_respond(r, 200, o);
 }
 
+/* ---- long-polls: session events and the resumable watch ---- */
+
+/* timeout_ms of a long-poll: absent = the cap; above the cap = the cap. Returns false
+ * when a response was stored. */
+static bool routes_timeout_parse(struct api_request *r, uint64_t cap, uint64_t *out)
+{
+    const char *v = api_request_query(r, "timeout_ms");
+    *out = cap;
+    if (v == NULL)
+        return true;
+    char *end;
+    unsigned long long t = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end != '\0') {
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                  "query parameter \"timeout_ms\" must be a non-negative integer",
+                                  NULL, 0, -1);
+        return false;
+    }
+    if (t < cap)
+        *out = t;
+    return true;
+}
+
+static void routes_session_events_answer(struct api_request *r, uint64_t id)
+{
+    struct engine *e = api_server_engine(r->server);
+    /* Answering keeps the session alive: the poll is the client's heartbeat. */
+    int rc = engine_session_touch(e, id);
+    struct watch_event *events;
+    size_t count = engine_session_events_take(e, id, &events);
+    if (rc != 0 && count == 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        return;
+    }
+    api_request_respond(r, 200, json_pack("{s:o}", "events", routes_events_json(events, count)));
+}
+
+static void routes_session_events_finish(struct api_request *r, bool timed_out)
+{
+    routes_session_events_answer(r, r->park_since);
+}
+
+/* GET /v1/sessions/<id>/events?timeout_ms=N: the session's one-shot watch events, as
+ * soon as there is one, else none after N ms. The wait is capped below the session
+ * timeout (two thirds of it, as ZooKeeper clients ping at a third), so that the answer,
+ * which refreshes the session, comes before the session could expire. */
+static void routes_session_events(struct api_request *r, uint64_t id)
+{
+    struct engine *e = api_server_engine(r->server);
+    struct engine_session_info info;
+    int rc = engine_session_info_get(e, id, &info);
+    if (rc != 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        return;
+    }
+    uint64_t cap = api_server_config(r->server)->max_poll_ms;
+    if (cap > (uint64_t)info.timeout_ms * 2 / 3)
+        cap = (uint64_t)info.timeout_ms * 2 / 3;
+    uint64_t timeout;
+    if (!routes_timeout_parse(r, cap, &timeout))
+        return;
+    engine_session_touch(e, id);
+    struct engine_waiter *w = NULL;
+    rc = timeout == 0 ? 1 : engine_session_events_wait(e, id, api_request_on_wake, r, &w);
+    if (rc < 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
+        return;
+    }
+    if (rc == 1) {
+        routes_session_events_answer(r, id);
+        return;
+    }
+    r->park_since = id;
+    api_request_park(r, w, timeout, routes_session_events_finish);
+}
+
+/* DELETE /v1/sessions/<id>/watches?path=P&type=data|children|any: ZooKeeper 3.5's
+ * removeWatches. 404 NO_WATCHER when the session had no such watch. */
+static void routes_watches_remove(struct api_request *r, uint64_t id)
+{
+    struct engine *e = api_server_engine(r->server);
+    const char *path = api_request_query(r, "path");
+    const char *type = api_request_query(r, "type");
+    if (path == NULL) {
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS, "query parameter \"path\" is required",
+                                  NULL, 0, -1);
+        return;
+    }
+    bool data = type == NULL || strcmp(type, "any") == 0 || strcmp(type, "data") == 0;
+    bool child = type == NULL || strcmp(type, "any") == 0 || strcmp(type, "children") == 0;
+    if (!data && !child) {
+        api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                  "query parameter \"type\" must be data, children or any", NULL, 0,
+                                  -1);
+        return;
+    }
+    size_t length = strlen(path);
+    int rc_data =
+        data ? engine_watch_remove(e, id, WATCH_KIND_DATA, path, length) : CORRAL_E_NO_WATCHER;
+    int rc_child =
+        child ? engine_watch_remove(e, id, WATCH_KIND_CHILD, path, length) : CORRAL_E_NO_WATCHER;
+    if (rc_data == 0 || rc_child == 0) {
+        api_request_respond(r, 204, NULL);
+        return;
+    }
+    int rc = rc_data != CORRAL_E_NO_WATCHER ? rc_data : rc_child;
+    if (rc == CORRAL_E_NO_NODE)
+        rc = CORRAL_E_NO_WATCHER;
+    api_request_respond_error(r, rc, NULL, path, length, -1);
+}
+
+struct routes_history_collect {
+    json_t *events;
+};
+
+static int routes_history_collect_one(void *arg, const struct engine_history_event *ev)
+{
+    struct routes_history_collect *c = arg;
+    json_t *o = json_pack("{s:s,s:s%,s:I}", "type", watch_event_type_name(ev->type), "path",
+                          ev->path, ev->path_length, "zxid", (json_int_t)ev->zxid);
+    return json_array_append_new(c->events, o) == 0 ? 0 : CORRAL_E_NO_MEMORY;
+}
+
+/* Reads the events after since; stores the answer (events found, COMPACTED, error) and
+ * returns true, or returns false with *resume set when there is nothing yet. */
+static bool routes_watch_read(struct api_request *r, bool recursive, uint64_t since,
+                              bool answer_empty, uint64_t *resume)
+{
+    struct engine *e = api_server_engine(r->server);
+    struct routes_history_collect c = {.events = json_array()};
+    int rc = c.events == NULL ? CORRAL_E_NO_MEMORY
+                              : engine_history_read(e, r->path, r->path_length, recursive, since,
+                                                    api_server_config(r->server)->watch_max_events,
+                                                    routes_history_collect_one, &c, resume);
+    if (rc == CORRAL_E_COMPACTED) {
+        json_decref(c.events);
+        json_t *o = json_codec_error(rc,
+                                     "the history before this zxid is gone: read the "
+                                     "current state and watch again from the zxid given",
+                                     r->path, r->path_length, -1);
+        json_object_set_new(json_object_get(o, "error"), "zxid",
+                            json_integer((json_int_t)engine_applied_zxid(e)));
+        api_request_respond(r, api_error_status(rc), o);
+        return true;
+    }
+    if (rc != 0) {
+        json_decref(c.events);
+        routes_path_error(r, rc, NULL);
+        return true;
+    }
+    if (json_array_size(c.events) == 0 && !answer_empty) {
+        json_decref(c.events);
+        return false;
+    }
+    api_request_respond(r, 200,
+                        json_pack("{s:o,s:I}", "events", c.events, "zxid", (json_int_t)*resume));
+    return true;
+}
+
+static void routes_watch_finish(struct api_request *r, bool timed_out)
+{
+    bool recursive = false;
+    routes_query_bool(r, "recursive", &recursive);
+    uint64_t resume;
+    routes_watch_read(r, recursive, r->park_since, true, &resume);
+}
+
+/* GET /v1/watch/<path>?since=Z&recursive=true&timeout_ms=N: every change after Z to the
+ * node (or its subtree), as soon as there is one, and the zxid to resume from. Nothing
+ * is kept per watcher between polls: the history (memory, then the log) is the state,
+ * which is why a client that polls again from the returned zxid misses nothing. */
+static void routes_watch(struct api_request *r)
+{
+    struct engine *e = api_server_engine(r->server);
+    bool recursive;
+    if (!routes_query_bool(r, "recursive", &recursive))
+        return;
+    uint64_t since = engine_applied_zxid(e);
+    const char *v = api_request_query(r, "since");
+    if (v != NULL) {
+        char *end;
+        unsigned long long z = strtoull(v, &end, 10);
+        if (*v < '0' || *v > '9' || *end != '\0') {
+            api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
+                                      "query parameter \"since\" must be a zxid", NULL, 0, -1);
+            return;
+        }
+        since = z;
+    }
+    uint64_t timeout;
+    if (!routes_timeout_parse(r, api_server_config(r->server)->max_poll_ms, &timeout))
+        return;
+    uint64_t resume;
+    if (routes_watch_read(r, recursive, since, timeout == 0, &resume))
+        return;
+    /* A since beyond what this server has applied (a client that talked to a member
+     * further ahead) waits for events after since itself. */
+    if (since > resume)
+        resume = since;
+    struct engine_waiter *w = NULL;
+    int rc = engine_history_wait(e, r->path, r->path_length, recursive, resume, api_request_on_wake,
+                                 r, &w);
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return;
+    }
+    r->park_since = resume;
+    api_request_park(r, w, timeout, routes_watch_finish);
+}
+
 /* /v1/sessions[/<id>[/keepalive]]; rest is what follows "/v1/sessions". */
 static void routes_sessions(struct api_request *r, const char *rest, size_t n)
 {
@@ -522,14 +844,30 @@ static void routes_sessions(struct api_request *r, const char *rest, size_t n)
     size_t id_length = slash != NULL ? (size_t)(slash - rest) : n;
     const char *tail = slash != NULL ? slash : rest + n;
     size_t tail_length = n - id_length;
-    bool keepalive = tail_length == strlen("/keepalive") && memcmp(tail, "/keepalive", 10) == 0;
-    if (tail_length != 0 && !keepalive) {
+    const char *allow;
+    enum { SESSION, KEEPALIVE, EVENTS, WATCHES } what;
+    if (tail_length == 0) {
+        what = SESSION;
+        allow = "GET, DELETE";
+    } else if (tail_length == 10 && memcmp(tail, "/keepalive", 10) == 0) {
+        what = KEEPALIVE;
+        allow = "POST";
+    } else if (tail_length == 7 && memcmp(tail, "/events", 7) == 0) {
+        what = EVENTS;
+        allow = "GET";
+    } else if (tail_length == 8 && memcmp(tail, "/watches", 8) == 0) {
+        what = WATCHES;
+        allow = "DELETE";
+    } else {
         api_request_respond_error(r, CORRAL_E_NO_ROUTE, NULL, NULL, 0, -1);
         return;
     }
-    if (keepalive ? !routes_method_is(r, "POST")
-                  : !routes_method_is(r, "GET") && !routes_method_is(r, "DELETE")) {
-        routes_method_not_allowed(r, keepalive ? "POST" : "GET, DELETE");
+    bool allowed = what == SESSION     ? routes_method_is(r, "GET") || routes_method_is(r, "DELETE")
+                   : what == KEEPALIVE ? routes_method_is(r, "POST")
+                   : what == EVENTS    ? routes_method_is(r, "GET")
+                                       : routes_method_is(r, "DELETE");
+    if (!allowed) {
+        routes_method_not_allowed(r, allow);
         return;
     }
     uint64_t id;
@@ -538,12 +876,16 @@ static void routes_sessions(struct api_request *r, const char *rest, size_t n)
                                   "not a session id (1 to 16 hex digits)", NULL, 0, -1);
         return;
     }
-    if (keepalive) {
+    if (what == KEEPALIVE) {
         int rc = engine_session_touch(e, id);
         if (rc != 0)
             api_request_respond_error(r, rc, NULL, NULL, 0, -1);
         else
             routes_session_info(r, id, false);
+    } else if (what == EVENTS) {
+        routes_session_events(r, id);
+    } else if (what == WATCHES) {
+        routes_watches_remove(r, id);
     } else if (routes_method_is(r, "GET")) {
         routes_session_info(r, id, true);
     } else {
@@ -586,9 +928,18 @@ static void routes_health(struct api_request *r)
 
 /* ---- dispatch ---- */
 
-/* Corral-Min-Zxid: a server that has not applied N answers BEHIND. In standalone mode
- * applied == committed, so there is nothing worth waiting for. Returns false when a
- * response was stored. */
+static void routes_min_zxid_finish(struct api_request *r, bool timed_out)
+{
+    if (timed_out)
+        api_request_respond_error(r, CORRAL_E_BEHIND, NULL, NULL, 0, -1);
+    else
+        routes_redispatch(r, false);
+}
+
+/* Corral-Min-Zxid: a client that has seen zxid N never reads older state. A server
+ * that has not applied N yet waits up to --min-zxid-wait-ms for it, then answers 503
+ * BEHIND (the client tries another member). Returns false when r was answered or
+ * parked. */
 static bool routes_min_zxid_check(struct api_request *r)
 {
     const char *v = api_request_header(r, "Corral-Min-Zxid");
@@ -601,11 +952,34 @@ static bool routes_min_zxid_check(struct api_request *r)
                                   "Corral-Min-Zxid must be a non-negative integer", NULL, 0, -1);
         return false;
     }
-    if (want > engine_applied_zxid(api_server_engine(r->server))) {
-        api_request_respond_error(r, CORRAL_E_BEHIND, NULL, NULL, 0, -1);
+    struct engine *e = api_server_engine(r->server);
+    uint32_t wait_ms = api_server_config(r->server)->min_zxid_wait_ms;
+    if (want <= engine_applied_zxid(e))
+        return true;
+    struct engine_waiter *w = NULL;
+    int rc = wait_ms == 0 ? CORRAL_E_BEHIND : engine_zxid_wait(e, want, api_request_on_wake, r, &w);
+    if (rc == 1)
+        return true;
+    if (rc != 0) {
+        api_request_respond_error(r, rc, NULL, NULL, 0, -1);
         return false;
     }
-    return true;
+    api_request_park(r, w, wait_ms, routes_min_zxid_finish);
+    return false;
+}
+
+/* Runs the request again from the start, after a wait that made it possible. */
+static void routes_redispatch(struct api_request *r, bool timed_out)
+{
+    if (timed_out) {
+        api_request_respond_error(r, CORRAL_E_TIMEOUT, "the request waited too long", NULL, 0, -1);
+        return;
+    }
+    free(r->path);
+    r->path = NULL;
+    r->path_length = 0;
+    r->route = API_ROUTE_NONE;
+    routes_dispatch(r);
 }
 
 /* Corral-Session: an unknown session stops the request before anything happens;
@@ -664,12 +1038,17 @@ void routes_dispatch(struct api_request *r)
         if (!routes_method_is(r, "GET"))
             routes_method_not_allowed(r, "GET");
         else if (routes_path_decode(r, rest, rest_length) == 0)
-            routes_children_get(r);
+            routes_children_get(r, session);
     } else if (routes_match(url, n, "/v1/sync", &rest, &rest_length)) {
         if (!routes_method_is(r, "POST"))
             routes_method_not_allowed(r, "POST");
         else if (routes_path_decode(r, rest, rest_length) == 0)
             routes_sync(r);
+    } else if (routes_match(url, n, "/v1/watch", &rest, &rest_length)) {
+        if (!routes_method_is(r, "GET"))
+            routes_method_not_allowed(r, "GET");
+        else if (routes_path_decode(r, rest, rest_length) == 0)
+            routes_watch(r);
     } else if (routes_match(url, n, "/v1/sessions", &rest, &rest_length)) {
         routes_sessions(r, rest, rest_length);
     } else {

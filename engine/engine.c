@@ -55,50 +55,6 @@
 /* ZooKeeper's EphemeralType.MAX_TTL: 2^40 - 1 ms. */
 #define ENGINE_MAX_TTL_MS ((int64_t)0xFFFFFFFFFF)
 
-/* A txn between log and apply. */
-struct inflight {
-    struct inflight *next;
-    uint64_t index;
-    uint64_t term;
-    struct bytes payload; /* the encoded txn; owned */
-    engine_done_fn done;  /* NULL for the engine's own txns (expiry, reaping) */
-    void *arg;
-    bool is_multi;
-};
-
-struct engine {
-    struct engine_options options;
-    struct engine_host host;
-    struct tree *tree;
-    struct session_table sessions;
-    struct overlay overlay;
-    struct wal *wal;
-    struct cluster *cluster;
-
-    uint64_t proposed_index; /* last index handed out */
-    uint64_t applied_index;
-    uint64_t applied_term;
-    struct inflight *inflight_head;
-    struct inflight *inflight_tail;
-    uint64_t inflight_count;
-
-    bool wal_batch_outstanding;
-    bool snapshot_in_flight;
-    bool shutting_down;
-    uint64_t last_snapshot_index;
-    uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
-    uint64_t snapshots_written;
-    uint64_t wal_batches;
-    uint64_t wal_records;
-
-    uint64_t next_session_check_ms;
-    uint64_t next_reap_ms;
-
-    /* Scratch buffers reused by prep, to keep allocation off the request path. */
-    struct bytes scratch_payload;
-    char error_path[PATH_MAX_BYTES + PATH_SEQUENTIAL_DIGITS + 1];
-};
-
 /* ------------------------------------------------------------------------------ */
 /* small helpers                                                                    */
 
@@ -124,6 +80,12 @@ static void engine_fatal(struct engine *e, const char *what)
      * from disk (PostgreSQL does the same on an fsync failure). */
     engine_log(e, 3, "fatal: %s; stopping so that recovery rebuilds from disk", what);
     abort();
+}
+
+void engine_log_message(struct engine *e, int level, const char *message)
+{
+    if (e->host.log)
+        e->host.log(e->host.data, level, message);
 }
 
 static uint64_t engine_now(struct engine *e)
@@ -182,13 +144,12 @@ static bool session_live(struct engine *e, uint64_t id)
  * *resolved, which the caller frees) and records the predicted effect in the overlay
  * (with undo). Returns 0 or a negative code. */
 static int prep_one(struct engine *e, uint64_t session_id, const struct engine_op *request,
-                    uint64_t index, struct txn_op *op, char **resolved,
-                    struct overlay_undo *undo)
+                    uint64_t index, struct txn_op *op, char **resolved, struct overlay_undo *undo)
 {
     const char *path = request->path;
     size_t length = request->path_length;
-    bool sequential = request->type == ENGINE_OP_CREATE &&
-                      (request->create_flags & ENGINE_CREATE_SEQUENTIAL);
+    bool sequential =
+        request->type == ENGINE_OP_CREATE && (request->create_flags & ENGINE_CREATE_SEQUENTIAL);
     if (!path || path_validate(path, length, sequential) != 0)
         return CORRAL_E_BAD_ARGUMENTS;
     if (path_is_reserved(path, length))
@@ -254,9 +215,8 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
         op->ttl_ms = request->ttl_ms;
         op->data = request->data;
         op->data_length = (uint32_t)request->data_length;
-        struct overlay_view created = {.exists = true,
-                                       .flags = op->flags,
-                                       .ephemeral_owner = op->ephemeral_owner};
+        struct overlay_view created = {
+            .exists = true, .flags = op->flags, .ephemeral_owner = op->ephemeral_owner};
         if ((rc = overlay_put(&e->overlay, path, length, &created, index, undo)) != 0)
             return rc;
         parent.cversion++;
@@ -453,9 +413,9 @@ static void apply_ops(struct engine *e, uint64_t index, const struct txn *t,
             size_t name = path_name_offset(op->path, op->path_length);
             if (!parent || tree_child_find(parent, op->path + name, op->path_length - name))
                 engine_fatal(e, "log and tree disagree on a create");
-            n = tree_node_create(e->tree, parent, op->path + name, op->path_length - name,
-                                 op->data, op->data_length, op->flags, op->ephemeral_owner,
-                                 op->ttl_ms, index, t->time_ms);
+            n = tree_node_create(e->tree, parent, op->path + name, op->path_length - name, op->data,
+                                 op->data_length, op->flags, op->ephemeral_owner, op->ttl_ms, index,
+                                 t->time_ms);
             if (!n)
                 engine_fatal(e, "out of memory applying a create");
             if (op->ephemeral_owner) {
@@ -485,6 +445,7 @@ static void apply_ops(struct engine *e, uint64_t index, const struct txn *t,
             break;
         }
         apply_forget(e, op->path, op->path_length, index);
+        engine_events_apply_op(e, op, index);
         if (out && out->ops) {
             struct engine_op_result *r = &out->ops[i];
             r->type = op->type == TXN_OP_CREATE   ? ENGINE_OP_CREATE
@@ -518,6 +479,7 @@ static void apply_session_close(struct engine *e, uint64_t index, const struct t
     if (s->ephemeral_count > 0)
         engine_fatal(e, "a session close left ephemerals its prep did not predict");
     session_remove(&e->sessions, s);
+    engine_watch_session_ended(e, t->session_id);
 }
 
 /* Applies one committed txn. Returns 0, or CORRAL_E_CORRUPT when it cannot be decoded
@@ -608,6 +570,7 @@ static void engine_apply_committed(struct engine *e, uint64_t commit)
         bytes_free(&f->payload);
         free(f);
     }
+    engine_waiters_run(e);
     engine_snapshot_maybe(e);
 }
 
@@ -670,6 +633,9 @@ int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine
     if (rc != 0) {
         overlay_undo_apply(&e->overlay, &undo);
         engine_error_set(e, error, rc, -1, NULL, 0);
+    } else if (session_id) {
+        /* FIFO: a later read of this session waits for this index to be applied */
+        session_find(&e->sessions, session_id)->last_write_index = index;
     }
 out:
     for (size_t i = 0; resolved && i < op_count; i++)
@@ -693,17 +659,6 @@ static int engine_submit_txn(struct engine *e, const struct txn *t, engine_done_
     int rc = engine_propose(e, &payload, done, arg, false);
     bytes_free(&payload);
     return rc;
-}
-
-int engine_sync(struct engine *e, engine_done_fn done, void *arg)
-{
-    /* A no-op through the log: it completes only after everything proposed before it
-     * has been applied, and in a quorum only once a majority confirms this member
-     * still leads, which is what ZooKeeper's sync promises. */
-    if (e->shutting_down)
-        return CORRAL_E_SHUTTING_DOWN;
-    struct txn t = {.type = TXN_NOOP, .time_ms = e->host.wall_ms(e->host.data)};
-    return engine_submit_txn(e, &t, done, arg);
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -938,8 +893,7 @@ static void engine_sessions_expire(struct engine *e, uint64_t now)
         engine_log(e, 1, "session %016" PRIx64 " expired (timeout %" PRIu32 " ms)", s->id,
                    s->timeout_ms);
         if (engine_session_end(e, s, NULL, NULL) != 0)
-            engine_log(e, 2, "session %016" PRIx64 " expiry could not be logged; retrying",
-                       s->id);
+            engine_log(e, 2, "session %016" PRIx64 " expiry could not be logged; retrying", s->id);
     }
     free(scan.expired);
 }
@@ -968,8 +922,7 @@ static void engine_reap(struct engine *e)
         const struct znode *n = reapable[i];
         if (n->child_count > 0)
             continue;
-        bool expired = (n->flags & ZNODE_CONTAINER) ? n->cversion > 0
-                                                    : now - n->mtime > n->ttl_ms;
+        bool expired = (n->flags & ZNODE_CONTAINER) ? n->cversion > 0 : now - n->mtime > n->ttl_ms;
         if (!expired)
             continue;
         size_t length = znode_path_get(n, path, sizeof path);
@@ -1215,8 +1168,8 @@ static int engine_load_snapshot(struct engine *e, struct engine_recovery_report 
         if (rc == CORRAL_E_NO_MEMORY)
             break;
         report->snapshots_skipped++;
-        engine_log(e, 2, "snapshot %s is corrupt (%s): skipping it for an older one",
-                   files[i].path, corral_error_name(rc));
+        engine_log(e, 2, "snapshot %s is corrupt (%s): skipping it for an older one", files[i].path,
+                   corral_error_name(rc));
         rc = 0;
     }
     free(files);
@@ -1266,7 +1219,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
         goto fail;
     }
     e->tree = tree_create();
-    if (!e->tree || session_table_init(&e->sessions) != 0 || overlay_init(&e->overlay) != 0) {
+    if (!e->tree || session_table_init(&e->sessions) != 0 || overlay_init(&e->overlay) != 0 ||
+        engine_watch_init(e) != 0) {
         rc = CORRAL_E_NO_MEMORY;
         goto fail;
     }
@@ -1308,6 +1262,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
         report->replayed = e->applied_index - before;
     }
     e->proposed_index = e->applied_index;
+    if ((rc = engine_history_start(e)) != 0)
+        goto fail;
     e->cluster = cluster_create_standalone(1, e->applied_term, e->applied_index);
     if (!e->cluster) {
         rc = CORRAL_E_NO_MEMORY;
@@ -1323,6 +1279,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     *out = e;
     return 0;
 fail:
+    engine_watch_free(e);
     if (e->wal)
         wal_close(e->wal);
     if (e->tree)
@@ -1337,6 +1294,7 @@ fail:
 void engine_shutdown_begin(struct engine *e)
 {
     e->shutting_down = true;
+    engine_waiters_wake_all(e); /* parked requests answer now rather than at their timeout */
 }
 
 bool engine_idle(const struct engine *e)
@@ -1360,6 +1318,7 @@ void engine_close(struct engine *e)
         free(f);
         f = next;
     }
+    engine_watch_free(e);
     wal_close(e->wal);
     cluster_destroy(e->cluster);
     tree_destroy(e->tree);
@@ -1424,4 +1383,5 @@ void engine_stats_get(const struct engine *e, struct engine_stats *out)
     out->snapshots_written = e->snapshots_written;
     out->last_snapshot_zxid = e->last_snapshot_index;
     out->writes_in_flight = e->inflight_count;
+    engine_stats_watch(e, out);
 }

@@ -22,20 +22,23 @@
 
 #include "error.h"
 #include "tree.h"
+#include "watch.h"
 
 struct engine;
 
 struct engine_options {
-    const char *data_dir;          /* WAL segments and snapshots; created if missing */
-    uint32_t max_data_bytes;       /* per znode; 0 = 1 MiB */
-    uint32_t tick_ms;              /* session timeouts are multiples; 0 = 2000 */
+    const char *data_dir;            /* WAL segments and snapshots; created if missing */
+    uint32_t max_data_bytes;         /* per znode; 0 = 1 MiB */
+    uint32_t tick_ms;                /* session timeouts are multiples; 0 = 2000 */
     uint32_t min_session_timeout_ms; /* 0 = 2 * tick */
     uint32_t max_session_timeout_ms; /* 0 = 20 * tick */
-    uint64_t snapshot_every;       /* txns between snapshots; 0 = 100000 */
-    uint64_t snapshot_log_bytes;   /* or log bytes between snapshots; 0 = 256 MiB */
-    uint32_t snapshots_keep;       /* snapshot files kept; 0 = 3 */
-    uint32_t reap_interval_ms;     /* container/TTL check interval; 0 = 60000 */
-    uint64_t wal_segment_bytes;    /* 0 = 64 MiB */
+    uint64_t snapshot_every;         /* txns between snapshots; 0 = 100000 */
+    uint64_t snapshot_log_bytes;     /* or log bytes between snapshots; 0 = 256 MiB */
+    uint32_t snapshots_keep;         /* snapshot files kept; 0 = 3 */
+    uint32_t reap_interval_ms;       /* container/TTL check interval; 0 = 60000 */
+    uint64_t wal_segment_bytes;      /* 0 = 64 MiB */
+    uint64_t history_events;         /* events kept in memory; 0 = 1,000,000 */
+    uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 128 MiB */
 };
 
 /* What the engine needs from its host. All callbacks are called on the loop thread
@@ -132,16 +135,16 @@ struct engine_op {
 /* The outcome of one op once applied. */
 struct engine_op_result {
     enum engine_op_type type;
-    const char *path; /* the actual path (sequential resolved); borrowed */
+    const char *path;       /* the actual path (sequential resolved); borrowed */
     struct znode_stat stat; /* after the op (CREATE, SET); zero for DELETE, CHECK */
 };
 
 /* The outcome of a request. Borrowed for the duration of the callback. */
 struct engine_result {
-    int error;          /* 0 or a negative CORRAL_E_* */
-    int failed_index;   /* index of the failing op of a multi, else -1 */
+    int error;              /* 0 or a negative CORRAL_E_* */
+    int failed_index;       /* index of the failing op of a multi, else -1 */
     const char *error_path; /* the path the error is about, or NULL */
-    uint64_t zxid;      /* the txn's zxid; the applied zxid for sync */
+    uint64_t zxid;          /* the txn's zxid; the applied zxid for sync */
     size_t op_count;
     const struct engine_op_result *ops;
     uint64_t session_id; /* session open */
@@ -161,9 +164,6 @@ typedef void (*engine_done_fn)(void *arg, const struct engine_result *result);
 int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine_op *ops,
                       size_t op_count, bool is_multi, engine_done_fn done, void *arg,
                       struct engine_result *error);
-
-/* Completes once everything committed before the call is applied here. Returns 0. */
-int engine_sync(struct engine *e, engine_done_fn done, void *arg);
 
 /* ---- sessions ---- */
 
@@ -189,6 +189,68 @@ struct engine_session_info {
 /* Returns 0 with *out filled, or CORRAL_E_SESSION_EXPIRED. */
 int engine_session_info_get(struct engine *e, uint64_t session_id, struct engine_session_info *out);
 
+/* ---- waiting: watches, events, zxids ----
+ *
+ * A waiter is a parked request. The engine calls wake(arg) exactly once, on the loop
+ * thread, after the apply batch that satisfies it (or when it can never be satisfied:
+ * session ended, shutdown); the waiter is freed by the engine right after wake returns,
+ * so the caller forgets the handle then. engine_waiter_cancel (timeout, client gone)
+ * frees it without a call. A wait function returns 1 when there is nothing to wait for
+ * (no waiter made), 0 with *out set, or a negative code. */
+struct engine_waiter;
+typedef void (*engine_wake_fn)(void *arg);
+void engine_waiter_cancel(struct engine *e, struct engine_waiter *w);
+
+/* Waits until this server has applied zxid (Corral-Min-Zxid, sync, session FIFO). */
+int engine_zxid_wait(struct engine *e, uint64_t zxid, engine_wake_fn wake, void *arg,
+                     struct engine_waiter **out);
+
+/* The zxid after which a sync completes: everything this server has accepted so far. In
+ * a cluster, what the leader has committed. */
+uint64_t engine_sync_zxid(const struct engine *e);
+
+/* The zxid a read of this session must wait for, so that it sees the session's own
+ * earlier writes (FIFO): the session's last write still in flight, or 0. */
+uint64_t engine_session_fifo_zxid(const struct engine *e, uint64_t session_id);
+
+/* Registers a one-shot watch (ZooKeeper semantics, see watch.h) for a live session.
+ * Returns 0, CORRAL_E_SESSION_EXPIRED, CORRAL_E_BAD_ARGUMENTS (path) or NO_MEMORY. */
+int engine_watch_add(struct engine *e, uint64_t session_id, enum watch_kind kind, const char *path,
+                     size_t length);
+/* removeWatches: 0, CORRAL_E_NO_NODE (no such watch), SESSION_EXPIRED, BAD_ARGUMENTS. */
+int engine_watch_remove(struct engine *e, uint64_t session_id, enum watch_kind kind,
+                        const char *path, size_t length);
+
+/* Moves the session's pending one-shot events to the caller (see watch_session_take). */
+size_t engine_session_events_take(struct engine *e, uint64_t session_id,
+                                  struct watch_event **events);
+/* Waits until the session has pending events or ends. */
+int engine_session_events_wait(struct engine *e, uint64_t session_id, engine_wake_fn wake,
+                               void *arg, struct engine_waiter **out);
+
+/* One event of the resumable watch; borrowed for the duration of the callback. */
+struct engine_history_event {
+    enum watch_event_type type;
+    uint64_t zxid;
+    const char *path;
+    size_t path_length;
+};
+typedef int (*engine_history_fn)(void *arg, const struct engine_history_event *event);
+
+/* Calls fn for every event with zxid > since on path (or, recursive, in its subtree),
+ * oldest first: from memory, or from the log when memory does not reach back. Stops
+ * after max_events, but only at a txn boundary, so that *resume (the zxid to pass as
+ * `since` next time) never splits a txn. Returns 0, CORRAL_E_COMPACTED (neither memory
+ * nor log reaches back to since; *resume is the current zxid), CORRAL_E_BAD_ARGUMENTS,
+ * or CORRAL_E_IO. */
+int engine_history_read(struct engine *e, const char *path, size_t length, bool recursive,
+                        uint64_t since, size_t max_events, engine_history_fn fn, void *arg,
+                        uint64_t *resume);
+
+/* Waits until an event with zxid > since matches path (recursive: its subtree). */
+int engine_history_wait(struct engine *e, const char *path, size_t length, bool recursive,
+                        uint64_t since, engine_wake_fn wake, void *arg, struct engine_waiter **out);
+
 /* ---- statistics ---- */
 
 struct engine_stats {
@@ -200,6 +262,12 @@ struct engine_stats {
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
     uint64_t writes_in_flight;
+    uint64_t watches;
+    uint64_t waiters;
+    uint64_t history_events;
+    uint64_t history_bytes;
+    uint64_t history_covered_from; /* memory holds every event after this zxid */
+    uint64_t log_first_zxid;       /* the log on disk reaches back to here */
 };
 void engine_stats_get(const struct engine *e, struct engine_stats *out);
 

@@ -12,26 +12,27 @@
 #define CORRAL_ERROR_H
 
 #define CORRAL_ERROR_MAP(X)                                                                        \
-    X(NO_NODE, 1, "node does not exist")                                                          \
-    X(NODE_EXISTS, 2, "node already exists")                                                      \
-    X(BAD_VERSION, 3, "expected version does not match")                                          \
-    X(NOT_EMPTY, 4, "node has children")                                                          \
-    X(NO_CHILDREN_FOR_EPHEMERALS, 5, "ephemeral nodes cannot have children")                      \
-    X(BAD_ARGUMENTS, 6, "bad arguments")                                                          \
-    X(SESSION_EXPIRED, 7, "session is unknown, closed or expired")                                \
-    X(NO_AUTH, 8, "not authorized")                                                               \
-    X(NO_QUORUM, 9, "no quorum reachable; nothing was applied")                                   \
-    X(TIMEOUT, 10, "write not confirmed in time; outcome unknown")                                \
-    X(BEHIND, 11, "server has not reached the requested zxid")                                    \
-    X(PAYLOAD_TOO_LARGE, 12, "payload too large")                                                 \
-    X(NO_MEMORY, 13, "out of memory")                                                             \
-    X(IO, 14, "storage error")                                                                    \
-    X(CORRUPT, 15, "corrupt data on disk")                                                        \
-    X(SHUTTING_DOWN, 16, "server is shutting down")                                               \
-    X(COMPACTED, 17, "requested history has been compacted")                                      \
-    X(NOT_LEADER, 18, "this server is not the leader")                                            \
-    X(NO_ROUTE, 19, "no such route")                                                              \
-    X(METHOD_NOT_ALLOWED, 20, "method not allowed on this route")
+    X(NO_NODE, 1, "node does not exist")                                                           \
+    X(NODE_EXISTS, 2, "node already exists")                                                       \
+    X(BAD_VERSION, 3, "expected version does not match")                                           \
+    X(NOT_EMPTY, 4, "node has children")                                                           \
+    X(NO_CHILDREN_FOR_EPHEMERALS, 5, "ephemeral nodes cannot have children")                       \
+    X(BAD_ARGUMENTS, 6, "bad arguments")                                                           \
+    X(SESSION_EXPIRED, 7, "session is unknown, closed or expired")                                 \
+    X(NO_AUTH, 8, "not authorized")                                                                \
+    X(NO_QUORUM, 9, "no quorum reachable; nothing was applied")                                    \
+    X(TIMEOUT, 10, "write not confirmed in time; outcome unknown")                                 \
+    X(BEHIND, 11, "server has not reached the requested zxid")                                     \
+    X(PAYLOAD_TOO_LARGE, 12, "payload too large")                                                  \
+    X(NO_MEMORY, 13, "out of memory")                                                              \
+    X(IO, 14, "storage error")                                                                     \
+    X(CORRUPT, 15, "corrupt data on disk")                                                         \
+    X(SHUTTING_DOWN, 16, "server is shutting down")                                                \
+    X(COMPACTED, 17, "requested history has been compacted")                                       \
+    X(NOT_LEADER, 18, "this server is not the leader")                                             \
+    X(NO_ROUTE, 19, "no such route")                                                               \
+    X(METHOD_NOT_ALLOWED, 20, "method not allowed on this route")                                  \
+    X(NO_WATCHER, 21, "no such watch")
 
 enum corral_error {
     CORRAL_OK = 0,

@@ -84,8 +84,7 @@ static int grow(struct history *h)
     return 0;
 }
 
-int history_append(struct history *h, uint8_t type, const char *path, size_t length,
-                   uint64_t zxid)
+int history_append(struct history *h, uint8_t type, const char *path, size_t length, uint64_t zxid)
 {
     struct history_event *e = malloc(sizeof *e + length + 1); /* owned by the ring */
     if (!e || (h->count == h->capacity && h->count < h->max_events && grow(h) != 0)) {
@@ -102,9 +101,8 @@ int history_append(struct history *h, uint8_t type, const char *path, size_t len
     e->path_length = (uint32_t)length;
     memcpy(e->path, path, length);
     e->path[length] = '\0';
-    while (h->count > 0 &&
-           (h->count >= h->max_events || h->count == h->capacity ||
-            h->bytes + event_bytes(e) > h->max_bytes))
+    while (h->count > 0 && (h->count >= h->max_events || h->count == h->capacity ||
+                            h->bytes + event_bytes(e) > h->max_bytes))
         drop_oldest(h);
     h->ring[(h->head + h->count) & (h->capacity - 1)] = e;
     h->count++;

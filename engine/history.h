@@ -28,8 +28,7 @@ void history_destroy(struct history *h);
 /* Appends an event; zxids must not decrease. Drops the oldest events beyond the
  * bounds. Returns 0 or CORRAL_E_NO_MEMORY (the ring then forgets everything up to
  * zxid, so that its promise still holds). */
-int history_append(struct history *h, uint8_t type, const char *path, size_t length,
-                   uint64_t zxid);
+int history_append(struct history *h, uint8_t type, const char *path, size_t length, uint64_t zxid);
 
 uint64_t history_covered_from(const struct history *h);
 uint64_t history_event_count(const struct history *h);

@@ -35,8 +35,7 @@ struct snapshot_file {
 
 /* Writes a snapshot atomically (see above). Blocking: run it off the loop thread.
  * body is borrowed. Returns 0 or CORRAL_E_IO. */
-int snapshot_write(const char *dir, uint64_t zxid, uint64_t term, const void *body,
-                   size_t length);
+int snapshot_write(const char *dir, uint64_t zxid, uint64_t term, const void *body, size_t length);
 
 /* Lists the snapshot files of dir, newest (highest zxid) first, by name only (not
  * validated). Leftover ".tmp" files are ignored. On success *out is an array owned by
@@ -46,8 +45,7 @@ int snapshot_list(const char *dir, struct snapshot_file **out, size_t *count);
 /* Reads and validates one snapshot file. On success *body is a malloc'd buffer owned
  * by the caller (free()) of *length bytes. Returns 0, CORRAL_E_IO (cannot read) or
  * CORRAL_E_CORRUPT (bad magic, version, length or checksum). */
-int snapshot_read(const char *path, uint64_t *zxid, uint64_t *term, uint8_t **body,
-                  size_t *length);
+int snapshot_read(const char *path, uint64_t *zxid, uint64_t *term, uint8_t **body, size_t *length);
 
 /* Deletes all but the newest `keep` snapshots (and leftover .tmp files). Returns the
  * zxid of the oldest snapshot kept (0 if none), or a negative CORRAL_E_IO. */

@@ -53,12 +53,12 @@ struct wal_options {
 
 /* What wal_open found and did. */
 struct wal_recovery_report {
-    uint64_t first_index;   /* first index on disk (0 if the log is empty) */
-    uint64_t last_index;    /* last valid index (0 if the log is empty) */
-    uint64_t records;       /* valid records found */
-    uint64_t cut_bytes;     /* bytes cut from the tail (torn or corrupt), summed */
-    uint32_t cut_segments;  /* whole later segments removed */
-    char cut_reason[128];   /* "" when nothing was cut, else a human description */
+    uint64_t first_index;  /* first index on disk (0 if the log is empty) */
+    uint64_t last_index;   /* last valid index (0 if the log is empty) */
+    uint64_t records;      /* valid records found */
+    uint64_t cut_bytes;    /* bytes cut from the tail (torn or corrupt), summed */
+    uint32_t cut_segments; /* whole later segments removed */
+    char cut_reason[128];  /* "" when nothing was cut, else a human description */
 };
 
 /* Opens (or creates) the log in opts->dir and recovers it as described above.

@@ -356,9 +356,9 @@ static int id_compare(const void *a, const void *b)
 
 /* Fires and removes the watches of one (kind, path). `notified` (sorted) lists the
  * sessions that already got this event from the other table. */
-static int trigger_table(struct watch_registry *r, enum watch_kind kind,
-                         enum watch_event_type type, const char *path, size_t length,
-                         uint64_t zxid, const uint64_t *notified, size_t notified_count)
+static int trigger_table(struct watch_registry *r, enum watch_kind kind, enum watch_event_type type,
+                         const char *path, size_t length, uint64_t zxid, const uint64_t *notified,
+                         size_t notified_count)
 {
     struct watch_path *p = *path_slot(r, kind, path, length);
     if (!p)
@@ -403,8 +403,8 @@ int watch_trigger(struct watch_registry *r, enum watch_event_type type, const ch
             }
         }
         int rc = trigger_table(r, WATCH_KIND_DATA, type, path, length, zxid, NULL, 0);
-        int rc2 = trigger_table(r, WATCH_KIND_CHILD, type, path, length, zxid, notified,
-                                notified_count);
+        int rc2 =
+            trigger_table(r, WATCH_KIND_CHILD, type, path, length, zxid, notified, notified_count);
         free(notified);
         return rc ? rc : rc2;
     }

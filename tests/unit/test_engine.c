@@ -114,10 +114,8 @@ static char data_dir[512];
 
 static struct engine *open_engine(struct engine_recovery_report *report)
 {
-    struct engine_options options = {.data_dir = data_dir,
-                                     .tick_ms = 100,
-                                     .snapshot_every = 1000000,
-                                     .reap_interval_ms = 100};
+    struct engine_options options = {
+        .data_dir = data_dir, .tick_ms = 100, .snapshot_every = 1000000, .reap_interval_ms = 100};
     struct engine *e = NULL;
     assert_int_equal(engine_open(&options, &host, &e, report), 0);
     return e;
@@ -212,8 +210,7 @@ static void test_engine_submit_ops__prep_sees_writes_in_flight(void **state)
     /* and a second create of /p must be refused although the tree has no /p yet */
     assert_int_equal(submit(e, 0, op_create("/p", NULL, 0), &c), CORRAL_E_NODE_EXISTS);
     /* deleting /p is refused: it will have a child */
-    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/p", -1), &c),
-                     CORRAL_E_NOT_EMPTY);
+    assert_int_equal(submit(e, 0, op_simple(ENGINE_OP_DELETE, "/p", -1), &c), CORRAL_E_NOT_EMPTY);
     run_jobs();
     assert_int_equal(a.error, 0);
     assert_int_equal(b.error, 0);
@@ -290,8 +287,7 @@ static void test_engine_submit_ops__refuses_bad_requests(void **state)
     struct outcome o = {0};
     assert_int_equal(submit(e, 0, op_create("/x/y", NULL, 0), &o), CORRAL_E_NO_NODE);
     assert_int_equal(submit(e, 0, op_create("bad", NULL, 0), &o), CORRAL_E_BAD_ARGUMENTS);
-    assert_int_equal(submit(e, 0, op_create("/zookeeper/x", NULL, 0), &o),
-                     CORRAL_E_BAD_ARGUMENTS);
+    assert_int_equal(submit(e, 0, op_create("/zookeeper/x", NULL, 0), &o), CORRAL_E_BAD_ARGUMENTS);
     assert_int_equal(submit(e, 0, op_create("/", NULL, 0), &o), CORRAL_E_BAD_ARGUMENTS);
     assert_int_equal(submit(e, 0, op_create("/e", NULL, ENGINE_CREATE_EPHEMERAL), &o),
                      CORRAL_E_BAD_ARGUMENTS);
@@ -406,8 +402,7 @@ static void test_engine_open__recovers_acknowledged_state(void **state)
     assert_int_equal(submit(e, 0, op_create("/r", "root", 0), &o), 0);
     assert_int_equal(submit(e, id, op_create("/r/eph", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
     for (int i = 0; i < 50; i++)
-        assert_int_equal(
-            submit(e, 0, op_create("/r/s-", "v", ENGINE_CREATE_SEQUENTIAL), &o), 0);
+        assert_int_equal(submit(e, 0, op_create("/r/s-", "v", ENGINE_CREATE_SEQUENTIAL), &o), 0);
     run_jobs();
     uint64_t zxid = engine_applied_zxid(e);
     close_engine(e);
