@@ -243,7 +243,7 @@ int main(int argc, char **argv)
         .snapshot_every = d->config.snapshot_every,
         .snapshots_keep = d->config.snapshots_keep,
         .reap_interval_ms = d->config.container_check_ms,
-        .wal_segment_bytes = 0,
+        .wal_segment_bytes = d->config.wal_segment_bytes,
         .history_events = d->config.history_events,
         .history_bytes = d->config.history_bytes,
     };
