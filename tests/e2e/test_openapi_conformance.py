@@ -18,7 +18,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corral_harness import SOURCE_DIR, ServerTestCase, run_tests, znode_url  # noqa: E402
+from corral_harness import (SOURCE_DIR, ServerTestCase, children_url,  # noqa: E402
+                            run_tests, znode_url)
 
 try:
     import yaml
@@ -40,11 +41,14 @@ IMPLEMENTED_ROUTES = {
     ("/v1/sessions", "post"),
     ("/v1/sessions/{id}", "get"), ("/v1/sessions/{id}", "delete"),
     ("/v1/sessions/{id}/keepalive", "post"),
+    ("/v1/sessions/{id}/events", "get"), ("/v1/sessions/{id}/watches", "delete"),
+    ("/v1/watch/{path}", "get"),
     ("/v1/cluster", "get"),
     ("/health", "get"),
 }
 
 MAX_DATA, MAX_BODY = 1024, 65536
+BEHIND = {"Corral-Min-Zxid": str(2 ** 62)}
 UNKNOWN_SESSION = "00000000deadbeef"
 
 
@@ -153,11 +157,28 @@ class SchemaCheckerSelfTest(unittest.TestCase):
                                    member))
         me = {"$ref": "#/components/schemas/MultiError"}
         self.assertTrue(chk.errors({"error": {"code": "X", "message": "m"}}, me))
+        we = {"$ref": "#/components/schemas/WatchResponse"}
+        good = {"type": "children", "path": "/a", "zxid": 3}
+        self.assertEqual(chk.errors({"events": [good], "zxid": 3}, we), [])
+        self.assertTrue(chk.errors({"events": [good]}, we))
+        self.assertTrue(chk.errors({"events": [dict(good, type="child")], "zxid": 3}, we))
+        self.assertTrue(chk.errors({"events": [dict(good, zxid="3")], "zxid": 3}, we))
+        rr = {"$ref": "#/components/schemas/ReadResponse"}
+        read = {"path": "/a", "data": "", "encoding": "utf-8", "stat": stat}
+        self.assertEqual(chk.errors(dict(read, events=[good]), rr), [])
+        self.assertTrue(chk.errors(dict(read, events=[{"type": "changed"}]), rr))
+        ce = {"$ref": "#/components/schemas/CompactedError"}
+        self.assertTrue(chk.errors({"error": {"code": "COMPACTED", "message": "m"}}, ce))
 
 
 class OpenApiConformanceTest(ServerTestCase):
     server_name = "openapi_conformance"
-    server_args = ("--max-data-bytes", str(MAX_DATA), "--max-body-bytes", str(MAX_BODY))
+    # Small history and log (so that 410 COMPACTED can be exercised) and a short
+    # Corral-Min-Zxid wait (503 BEHIND).
+    server_args = ("--max-data-bytes", str(MAX_DATA), "--max-body-bytes", str(MAX_BODY),
+                   "--min-zxid-wait-ms", "100", "--history-events", "50",
+                   "--snapshot-every", "20", "--snapshots-keep", "1",
+                   "--wal-segment-bytes", "4096")
 
     @classmethod
     def setUpClass(cls):
@@ -192,6 +213,53 @@ class OpenApiConformanceTest(ServerTestCase):
         def new_session():
             return c.open_session(10000).body["id"]
 
+        def watched(sid2, kind="data"):
+            """A new node with a one-shot watch of sid2 on it."""
+            p = created()
+            url = children_url(p, watch=True) if kind == "children" else znode_url(p, watch=True)
+            assert c.request("GET", url, session=sid2).status == 200
+            return p
+
+        def read_with_pending_events(children=False):
+            s2 = new_session()
+            p = watched(s2, "children" if children else "data")
+            assert c.create(p + "/kid", "").status == 201
+            assert c.set(p, "changed").status == 200
+            r = c.children(p, session=s2) if children else c.get(p, session=s2)
+            assert r.body.get("events"), r
+            return r
+
+        def events_pending():
+            s2 = new_session()
+            assert c.set(watched(s2), "x").status == 200
+            r = c.request("GET", "/v1/sessions/%s/events?timeout_ms=0" % s2, session="")
+            assert len(r.body["events"]) == 1, r
+            return r
+
+        def remove_watch():
+            s2 = new_session()
+            p = watched(s2)
+            return c.request("DELETE", "/v1/sessions/%s/watches?path=%s&type=data" % (s2, p),
+                             session="")
+
+        def watch_url(path, **q):
+            return "/v1/watch" + path + "?" + "&".join("%s=%s" % kv for kv in q.items())
+
+        def watch_with_events():
+            since = c.cluster().zxid
+            p = created()
+            r = c.request("GET", watch_url(p, since=since, recursive="true", timeout_ms=0))
+            assert len(r.body["events"]) == 1, r      # created(p); children is of /conf
+            return r
+
+        def compacted():
+            if not c.exists("/conf/churn").status == 200:
+                assert c.create("/conf/churn", "").status == 201
+            for i in range(200):
+                assert c.set("/conf/churn", str(i)).status == 200
+            return c.request("GET", watch_url("/conf", since=1, recursive="true",
+                                              timeout_ms=0))
+
         z = "/v1/znodes/{path}"
         return {
             (z, "get"): [
@@ -203,11 +271,29 @@ class OpenApiConformanceTest(ServerTestCase):
                 ("read bad path", 400, lambda: c.request("GET", "/v1/znodes/conf//x")),
                 ("read unknown session", 404,
                  lambda: c.get("/conf/node", session=UNKNOWN_SESSION)),
+                ("read with watch", 200,
+                 lambda: c.request("GET", znode_url("/conf/node", watch=True), session=sid)),
+                ("read with pending events", 200, read_with_pending_events),
+                ("read watch missing", 404,
+                 lambda: c.request("GET", znode_url("/conf/missing", watch=True),
+                                   session=sid)),
+                ("read watch without session", 400,
+                 lambda: c.request("GET", znode_url("/conf/node", watch=True), session="")),
+                ("read behind", 503, lambda: c.request("GET", znode_url("/conf/node"),
+                                                       headers=BEHIND)),
             ],
             (z, "head"): [
                 ("exists", 200, lambda: c.exists("/conf/node")),
                 ("exists missing", 404, lambda: c.exists("/conf/missing")),
                 ("exists bad path", 400, lambda: c.request("HEAD", "/v1/znodes/conf/")),
+                ("exists watch", 200,
+                 lambda: c.request("HEAD", znode_url("/conf/node", watch=True), session=sid)),
+                ("exists watch missing", 404,
+                 lambda: c.request("HEAD", znode_url("/conf/later", watch=True), session=sid)),
+                ("exists watch without session", 400,
+                 lambda: c.request("HEAD", znode_url("/conf/node", watch=True), session="")),
+                ("exists behind", 503,
+                 lambda: c.request("HEAD", znode_url("/conf/node"), headers=BEHIND)),
             ],
             (z, "post"): [
                 ("create", 201, lambda: c.create(self.unique(), "x")),
@@ -243,6 +329,14 @@ class OpenApiConformanceTest(ServerTestCase):
                 ("children", 200, lambda: c.children("/conf")),
                 ("children missing", 404, lambda: c.children("/conf/missing")),
                 ("children bad path", 400, lambda: c.request("GET", "/v1/children/conf//x")),
+                ("children watch", 200,
+                 lambda: c.request("GET", children_url("/conf", watch=True), session=sid)),
+                ("children with pending events", 200,
+                 lambda: read_with_pending_events(children=True)),
+                ("children watch without session", 400,
+                 lambda: c.request("GET", children_url("/conf", watch=True), session="")),
+                ("children behind", 503,
+                 lambda: c.request("GET", children_url("/conf"), headers=BEHIND)),
             ],
             ("/v1/multi", "post"): [
                 ("multi", 200, lambda: c.multi([
@@ -262,6 +356,39 @@ class OpenApiConformanceTest(ServerTestCase):
             ("/v1/sync/{path}", "post"): [
                 ("sync", 200, lambda: c.sync("/conf")),
                 ("sync bad path", 400, lambda: c.request("POST", "/v1/sync/conf//x")),
+                ("sync behind", 503,
+                 lambda: c.request("POST", "/v1/sync/conf", headers=BEHIND)),
+            ],
+            ("/v1/watch/{path}", "get"): [
+                ("watch now", 200, lambda: c.request("GET", watch_url("/conf", timeout_ms=0))),
+                ("watch with events", 200, watch_with_events),
+                ("watch bad since", 400,
+                 lambda: c.request("GET", watch_url("/conf", since="x", timeout_ms=0))),
+                ("watch bad path", 400,
+                 lambda: c.request("GET", "/v1/watch/conf//x?timeout_ms=0")),
+                ("watch compacted", 410, compacted),
+                ("watch behind", 503, lambda: c.request(
+                    "GET", watch_url("/conf", timeout_ms=0), headers=BEHIND)),
+            ],
+            ("/v1/sessions/{id}/events", "get"): [
+                ("events none", 200, lambda: c.request(
+                    "GET", "/v1/sessions/%s/events?timeout_ms=0" % sid, session="")),
+                ("events pending", 200, events_pending),
+                ("events bad timeout", 400, lambda: c.request(
+                    "GET", "/v1/sessions/%s/events?timeout_ms=x" % sid, session="")),
+                ("events unknown", 404, lambda: c.request(
+                    "GET", "/v1/sessions/%s/events?timeout_ms=0" % UNKNOWN_SESSION,
+                    session="")),
+            ],
+            ("/v1/sessions/{id}/watches", "delete"): [
+                ("remove watch", 204, remove_watch),
+                ("remove no watcher", 404, lambda: c.request(
+                    "DELETE", "/v1/sessions/%s/watches?path=/conf/none" % sid, session="")),
+                ("remove unknown session", 404, lambda: c.request(
+                    "DELETE", "/v1/sessions/%s/watches?path=/conf" % UNKNOWN_SESSION,
+                    session="")),
+                ("remove bad type", 400, lambda: c.request(
+                    "DELETE", "/v1/sessions/%s/watches?path=/conf&type=x" % sid, session="")),
             ],
             ("/v1/sessions", "post"): [
                 ("open", 201, lambda: c.open_session(5000)),
@@ -280,10 +407,19 @@ class OpenApiConformanceTest(ServerTestCase):
             ],
             ("/v1/sessions/{id}/keepalive", "post"): [
                 ("keepalive", 200, lambda: c.keepalive(sid)),
+                ("keepalive behind", 503, lambda: c.request(
+                    "POST", "/v1/sessions/%s/keepalive" % sid, session="", headers=BEHIND)),
                 ("keepalive unknown", 404, lambda: c.keepalive(UNKNOWN_SESSION)),
             ],
-            ("/v1/cluster", "get"): [("cluster", 200, lambda: c.cluster())],
-            ("/health", "get"): [("health", 200, lambda: c.health())],
+            ("/v1/cluster", "get"): [
+                ("cluster", 200, lambda: c.cluster()),
+                ("cluster behind", 503, lambda: c.request("GET", "/v1/cluster",
+                                                          headers=BEHIND)),
+            ],
+            ("/health", "get"): [
+                ("health", 200, lambda: c.health()),
+                ("health behind", 503, lambda: c.request("GET", "/health", headers=BEHIND)),
+            ],
         }
 
     def spec_operations(self):
