@@ -279,6 +279,29 @@ class WatchTest(WatchTestBase):
         self.assertEqual([e["zxid"] for e in got], sorted(e["zxid"] for e in got))
         self.assertEqual(self.events(sid), [])
 
+    def test_ephemeral_deleted_by_session_close_fires_other_sessions_watches(self):
+        p = self.fresh()
+        owner, watcher = self.open(), self.open()
+        e = p + "/eph"
+        r = self.c.create(e, "", ephemeral=True, session=owner)
+        self.assertEqual(r.status, 201, r)
+        self.watch_get(e, watcher)
+        self.watch_children(p, watcher)
+        r = self.c.close_session(owner)
+        self.assertEqual(r.status, 204)
+        self.assertEventsThen(watcher, [{"type": "deleted", "path": e, "zxid": r.zxid},
+                                        {"type": "children", "path": p, "zxid": r.zxid}])
+
+    def test_exists_watch_fires_for_create_inside_a_multi(self):
+        p = self.fresh()
+        sid = self.open()
+        self.watch_exists(p + "/m", sid, expect=404)
+        r = self.c.multi([{"op": "create", "path": p + "/m"},
+                          {"op": "set", "path": p + "/m", "data": "x"}], session="")
+        self.assertEqual(r.status, 200, r)
+        # One-shot: the create fires it; the set in the same multi finds it gone.
+        self.assertEventsThen(sid, [{"type": "created", "path": p + "/m", "zxid": r.zxid}])
+
     # --- the events long-poll -------------------------------------------------------
     def test_events_poll_answers_at_once_when_pending(self):
         p = self.fresh()
