@@ -222,4 +222,19 @@ bool raft_member_recently_active(const struct raft *r, uint64_t member, uint64_t
  * NO_QUORUM at once instead of accepting writes it cannot commit. */
 bool raft_has_quorum(const struct raft *r, uint64_t now_ms);
 
+/* Wire format of struct raft_message (raft_codec.c has the table): versioned,
+ * little-endian, CRC-32C protected.
+ *
+ * raft_message_encode: on CLUSTER_OK, *buf is a malloc'd buffer of *length bytes owned
+ * by the caller (free()). Returns CLUSTER_E_INVALID (bad type, entries NULL with a count)
+ * or CLUSTER_E_NO_MEMORY.
+ *
+ * raft_message_decode: parses length bytes at buf into *m. Returns CLUSTER_E_INVALID for
+ * anything malformed (short, unknown version or type, bad CRC, lengths that do not add
+ * up), CLUSTER_E_NO_MEMORY. On CLUSTER_OK, when m->entry_count > 0, m->entries is a
+ * malloc'd array owned by the caller (free((void *)m->entries)) whose entries' data
+ * borrow buf: keep buf alive while they are used. */
+int raft_message_encode(const struct raft_message *m, uint8_t **buf, size_t *length);
+int raft_message_decode(const uint8_t *buf, size_t length, struct raft_message *m);
+
 #endif
