@@ -63,9 +63,15 @@ static const struct config_option config_options[] = {
      "bytes of change events kept in memory, at most"},
     {"--log-level", CONFIG_KIND_LEVEL, CONFIG_AT(log_level), 0, "LEVEL",
      "debug, info, warn or error"},
-    {"--id", CONFIG_KIND_U64, CONFIG_AT(id), 1, "N", "member id (quorum mode)"},
+    {"--id", CONFIG_KIND_U64, CONFIG_AT(id), 1, "N", "this member's id in --cluster"},
     {"--cluster", CONFIG_KIND_STRING, CONFIG_AT(cluster), 0, "SPEC",
-     "members \"id=http/peer,...\" (quorum mode, not implemented yet)"},
+     "quorum members \"id=httpaddr:port/peeraddr:port,...\", the same on every member"},
+    {"--heartbeat-ms", CONFIG_KIND_U32, CONFIG_AT(heartbeat_ms), 1, "N",
+     "quorum: how often the leader sends heartbeats"},
+    {"--election-timeout-ms", CONFIG_KIND_U32, CONFIG_AT(election_timeout_ms), 1, "N",
+     "quorum: a follower that hears no leader for a random time in [N, 2N) stands"},
+    {"--request-timeout-ms", CONFIG_KIND_U32, CONFIG_AT(request_timeout_ms), 1, "N",
+     "a write not confirmed by a majority in time gets 504 TIMEOUT (outcome unknown)"},
     {"--help", CONFIG_KIND_FLAG, 0, 0, NULL, "print this help and exit"},
 };
 
@@ -90,6 +96,87 @@ void config_defaults(struct config *c)
     c->history_events = 1000000;
     c->history_bytes = 134217728;
     c->log_level = CONFIG_LOG_INFO;
+    c->heartbeat_ms = 50;
+    c->election_timeout_ms = 300;
+    c->request_timeout_ms = 5000;
+}
+
+static bool config_number_parse(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+static bool config_address_ok(const char *s, size_t n)
+{
+    /* ADDR:PORT with a numeric port; the address itself is checked when used. */
+    const char *colon = memrchr(s, ':', n);
+    if (colon == NULL || colon == s || colon == s + n - 1)
+        return false;
+    for (const char *p = colon + 1; p < s + n; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return n < 128;
+}
+
+int config_cluster_resolve(struct config *c, char *error, size_t error_size)
+{
+    c->member_count = 0;
+    if (c->cluster == NULL) {
+        if (c->id > 1) {
+            snprintf(error, error_size, "--id needs --cluster");
+            return -1;
+        }
+        return 0;
+    }
+    const char *p = c->cluster;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', n), *slash = memchr(p, '/', n);
+        if (c->member_count == CONFIG_MAX_MEMBERS) {
+            snprintf(error, error_size, "--cluster: at most %d members", CONFIG_MAX_MEMBERS);
+            return -1;
+        }
+        struct config_member *m = &c->members[c->member_count];
+        char id_text[32];
+        if (!eq || !slash || slash < eq || (size_t)(eq - p) >= sizeof id_text ||
+            !config_address_ok(eq + 1, (size_t)(slash - eq - 1)) ||
+            !config_address_ok(slash + 1, (size_t)(p + n - slash - 1))) {
+            snprintf(error, error_size, "--cluster: bad member \"%.*s\" (want id=http/peer)",
+                     (int)n, p);
+            return -1;
+        }
+        memcpy(id_text, p, (size_t)(eq - p));
+        id_text[eq - p] = '\0';
+        uint64_t id;
+        if (!config_number_parse(id_text, 1, UINT64_MAX, &id)) {
+            snprintf(error, error_size, "--cluster: bad member id \"%s\"", id_text);
+            return -1;
+        }
+        for (uint32_t i = 0; i < c->member_count; i++) {
+            if (c->members[i].id == id) {
+                snprintf(error, error_size, "--cluster: member id %" PRIu64 " twice", id);
+                return -1;
+            }
+        }
+        m->id = id;
+        snprintf(m->http, sizeof m->http, "%.*s", (int)(slash - eq - 1), eq + 1);
+        snprintf(m->peer, sizeof m->peer, "%.*s", (int)(p + n - slash - 1), slash + 1);
+        c->member_count++;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    const struct config_member *self = NULL;
+    for (uint32_t i = 0; i < c->member_count; i++)
+        if (c->members[i].id == c->id)
+            self = &c->members[i];
+    if (self == NULL) {
+        snprintf(error, error_size, "--id %" PRIu64 " is not a member of --cluster", c->id);
+        return -1;
+    }
+    if (!c->listen_given && config_listen_parse(c, self->http) != 0) {
+        snprintf(error, error_size, "--cluster: bad HTTP address %s", self->http);
+        return -1;
+    }
+    return 0;
 }
 
 int config_listen_parse(struct config *c, const char *value)
@@ -157,6 +244,7 @@ static bool config_option_apply(struct config *c, const struct config_option *o,
         *(const char **)(base + o->offset) = value;
         return true;
     case CONFIG_KIND_LISTEN:
+        c->listen_given = 1;
         return config_listen_parse(c, value) == 0;
     case CONFIG_KIND_LEVEL:
         for (int i = 0; i < 4; i++) {

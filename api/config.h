@@ -15,6 +15,15 @@ enum config_log_level {
     CONFIG_LOG_ERROR = 3,
 };
 
+#define CONFIG_MAX_MEMBERS 7
+
+/* One member of a quorum, from --cluster "id=http/peer". */
+struct config_member {
+    uint64_t id;
+    char http[128]; /* ADDR:PORT of its HTTP API */
+    char peer[128]; /* ADDR:PORT of its peer (nanomsg) inbox */
+};
+
 struct config {
     char listen_host[256]; /* numeric IPv4 or IPv6 address (brackets stripped) */
     uint16_t listen_port;
@@ -36,9 +45,21 @@ struct config {
     uint64_t history_events;   /* events of the resumable watch kept in memory */
     uint64_t history_bytes;    /* and their bytes, at most */
     int log_level;             /* enum config_log_level */
-    uint64_t id;               /* --id, for quorum mode (not used yet) */
-    const char *cluster;       /* --cluster, for quorum mode (not used yet); borrowed */
+    uint64_t id;               /* --id: this member's id in --cluster */
+    const char *cluster;       /* --cluster as given; borrowed */
+    struct config_member members[CONFIG_MAX_MEMBERS]; /* parsed --cluster */
+    uint32_t member_count;                            /* 0 = standalone */
+    uint32_t heartbeat_ms;
+    uint32_t election_timeout_ms;
+    uint32_t request_timeout_ms;
+    int listen_given; /* --listen was on the command line */
 };
+
+/* Parses --cluster "1=127.0.0.1:8181/127.0.0.1:9181,2=..." into c->members and checks
+ * it with --id: ids unique and non-zero, 1 to 7 members, --id among them. When
+ * --listen was not given, the member's own HTTP address is used. Returns 0, or -1 with
+ * a message in error. */
+int config_cluster_resolve(struct config *c, char *error, size_t error_size);
 
 /* Fills c with the defaults. */
 void config_defaults(struct config *c);

@@ -17,8 +17,17 @@
 #include "config.h"
 #include "engine.h"
 #include "http.h"
+#include "transport.h"
 
-#define CORRALD_TICK_MS 50
+/* The engine's channels are the transport's, by number. */
+_Static_assert((int)ENGINE_CHANNEL_RAFT == (int)TRANSPORT_CHANNEL_RAFT, "channel numbers");
+_Static_assert((int)ENGINE_CHANNEL_SNAPSHOT == (int)TRANSPORT_CHANNEL_SNAPSHOT, "channel numbers");
+_Static_assert((int)ENGINE_CHANNEL_FORWARD == (int)TRANSPORT_CHANNEL_FORWARD, "channel numbers");
+_Static_assert((int)ENGINE_CHANNEL_REPLY == (int)TRANSPORT_CHANNEL_REPLY, "channel numbers");
+_Static_assert((int)ENGINE_CHANNEL_SESSION == (int)TRANSPORT_CHANNEL_SESSION, "channel numbers");
+
+/* The engine's clock granularity: Raft heartbeats are 50 ms by default. */
+#define CORRALD_TICK_MS 10
 #define CORRALD_SHUTDOWN_POLL_MS 20
 
 /* Everything main owns, passed to callbacks as their context. */
@@ -27,6 +36,7 @@ struct corrald {
     struct config config;
     struct engine *engine;
     struct api_server *server;
+    struct transport *transport; /* quorum mode only */
     uv_timer_t tick_timer;
     uv_timer_t shutdown_timer;
     uv_signal_t sigterm;
@@ -146,6 +156,47 @@ static int corrald_run_blocking(void *data, void (*work)(void *arg), void (*done
     return 0;
 }
 
+/* ---- quorum mode: the transport between members ---- */
+
+static void corrald_send(void *data, uint64_t to, enum engine_channel channel, const void *bytes,
+                         size_t length)
+{
+    struct corrald *d = data;
+    if (d->transport != NULL)
+        transport_send(d->transport, to, (enum transport_channel)channel, bytes, length);
+}
+
+static void corrald_on_peer_message(void *arg, uint64_t from, enum transport_channel channel,
+                                    const uint8_t *data, size_t length)
+{
+    struct corrald *d = arg;
+    if (d->engine != NULL)
+        engine_receive(d->engine, from, (enum engine_channel)channel, data, length);
+}
+
+static int corrald_transport_start(struct corrald *d, char *error, size_t error_size)
+{
+    struct transport_options to = {
+        .loop = d->loop,
+        .self_id = d->config.id,
+        .member_count = d->config.member_count,
+        .on_receive = corrald_on_peer_message,
+        .arg = d,
+    };
+    for (uint32_t i = 0; i < d->config.member_count; i++) {
+        to.members[i].id = d->config.members[i].id;
+        snprintf(to.members[i].address, sizeof to.members[i].address, "tcp://%s",
+                 d->config.members[i].peer);
+    }
+    return transport_start(&to, &d->transport, error, error_size);
+}
+
+static void corrald_on_transport_closed(void *arg)
+{
+    struct corrald *d = arg;
+    d->transport = NULL;
+}
+
 /* ---- timers, signals, shutdown ---- */
 
 static void corrald_on_tick(uv_timer_t *t)
@@ -160,6 +211,8 @@ static void corrald_on_server_closed(void *arg)
     d->server = NULL;
     engine_close(d->engine);
     d->engine = NULL;
+    if (d->transport != NULL)
+        transport_stop(d->transport, corrald_on_transport_closed, d);
     uv_close((uv_handle_t *)&d->tick_timer, NULL);
     uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -221,8 +274,9 @@ int main(int argc, char **argv)
         return 0;
     if (parsed == CONFIG_PARSE_ERROR)
         return 2;
-    if (d->config.cluster != NULL) {
-        fprintf(stderr, "%s: quorum mode is not implemented yet\n", argv[0]);
+    char error[256];
+    if (config_cluster_resolve(&d->config, error, sizeof error) != 0) {
+        fprintf(stderr, "%s: %s\n", argv[0], error);
         return 2;
     }
 
@@ -246,7 +300,14 @@ int main(int argc, char **argv)
         .wal_segment_bytes = d->config.wal_segment_bytes,
         .history_events = d->config.history_events,
         .history_bytes = d->config.history_bytes,
+        .member_id = d->config.id ? d->config.id : 1,
+        .member_count = d->config.member_count,
+        .heartbeat_ms = d->config.heartbeat_ms,
+        .election_timeout_ms = d->config.election_timeout_ms,
+        .request_timeout_ms = d->config.request_timeout_ms,
     };
+    for (uint32_t i = 0; i < d->config.member_count; i++)
+        eo.members[i] = d->config.members[i].id;
     struct engine_host host = {
         .data = d,
         .wall_ms = corrald_wall_ms,
@@ -254,7 +315,12 @@ int main(int argc, char **argv)
         .random_bytes = corrald_random_bytes,
         .run_blocking = corrald_run_blocking,
         .log = corrald_log,
+        .send = d->config.member_count > 1 ? corrald_send : NULL,
     };
+    if (d->config.member_count > 1 && corrald_transport_start(d, error, sizeof error) != 0) {
+        corrald_log(d, 3, error);
+        return 1;
+    }
     struct engine_recovery_report report;
     memset(&report, 0, sizeof report);
     int rc = engine_open(&eo, &host, &d->engine, &report);
@@ -278,7 +344,6 @@ int main(int argc, char **argv)
         .log = corrald_log,
         .log_data = d,
     };
-    char error[256];
     if (api_server_start(&so, &d->server, error, sizeof error) != 0) {
         corrald_log(d, 3, error);
         engine_shutdown_begin(d->engine);

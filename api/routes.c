@@ -294,11 +294,49 @@ static bool routes_session_fifo_wait(struct api_request *r, uint64_t session)
     return true;
 }
 
+static void routes_linearizable_finish(struct api_request *r, bool timed_out)
+{
+    if (timed_out || r->park_status != 0) {
+        api_request_respond_error(r, timed_out ? CORRAL_E_TIMEOUT : r->park_status,
+                                  "no linearizable read point: the leader did not confirm it "
+                                  "in time",
+                                  r->path, r->path_length, -1);
+        return;
+    }
+    r->linearizable_done = true;
+    routes_redispatch(r, false);
+}
+
+/* ?linearizable=true: the read waits for a read index confirmed by a majority (Raft
+ * 6.4), so it sees every write acknowledged before it started, on any member.
+ * ZooKeeper offers only sync-then-read. Returns true when r was parked or answered. */
+static bool routes_linearizable_wait(struct api_request *r)
+{
+    bool linearizable;
+    if (r->linearizable_done || !routes_query_bool(r, "linearizable", &linearizable))
+        return r->has_response;
+    if (!linearizable)
+        return false;
+    struct engine_waiter *w = NULL;
+    int rc = engine_linearizable_wait(api_server_engine(r->server), &r->park_status,
+                                      api_request_on_wake, r, &w);
+    if (rc == 1)
+        return false; /* this member is already at the read point */
+    if (rc != 0) {
+        routes_path_error(r, rc, NULL);
+        return true;
+    }
+    api_request_park(r, w, api_server_config(r->server)->request_timeout_ms,
+                     routes_linearizable_finish);
+    return true;
+}
+
 static void routes_znode_get(struct api_request *r, uint64_t session, bool head)
 {
     struct engine *e = api_server_engine(r->server);
     bool watch;
-    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session))
+    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session) ||
+        routes_linearizable_wait(r))
         return;
     const struct znode *n;
     int rc = engine_lookup(e, r->path, r->path_length, &n);
@@ -356,7 +394,8 @@ static void routes_children_get(struct api_request *r, uint64_t session)
 {
     struct engine *e = api_server_engine(r->server);
     bool watch;
-    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session))
+    if (!routes_watch_wanted(r, session, &watch) || routes_session_fifo_wait(r, session) ||
+        routes_linearizable_wait(r))
         return;
     const struct znode *n;
     int rc = engine_lookup(e, r->path, r->path_length, &n);
@@ -517,13 +556,15 @@ static void routes_sync_finish(struct api_request *r, bool timed_out)
     if (timed_out)
         api_request_respond_error(r, CORRAL_E_TIMEOUT, "sync did not complete in time", r->path,
                                   r->path_length, -1);
+    else if (r->park_status != 0)
+        routes_path_error(r, r->park_status, NULL);
     else
         routes_sync_answer(r);
 }
 
-/* sync: answers once this server has applied everything it had accepted when the call
- * arrived (in a cluster: what the leader had committed). The node need not exist, as
- * in ZooKeeper; the path is only checked for syntax. */
+/* sync: answers once this server has applied everything the leader had committed when
+ * the call arrived, confirmed by a majority (a read index). The node need not exist,
+ * as in ZooKeeper; the path is only checked for syntax. */
 static void routes_sync(struct api_request *r)
 {
     struct engine *e = api_server_engine(r->server);
@@ -534,13 +575,14 @@ static void routes_sync(struct api_request *r)
         return;
     }
     struct engine_waiter *w = NULL;
-    rc = engine_zxid_wait(e, engine_sync_zxid(e), api_request_on_wake, r, &w);
+    rc = engine_linearizable_wait(e, &r->park_status, api_request_on_wake, r, &w);
     if (rc == 1)
         routes_sync_answer(r);
     else if (rc != 0)
         routes_path_error(r, rc, NULL);
     else
-        api_request_park(r, w, api_server_config(r->server)->max_poll_ms, routes_sync_finish);
+        api_request_park(r, w, api_server_config(r->server)->request_timeout_ms,
+                         routes_sync_finish);
 }
 
 /* ---- sessions ---- */
@@ -906,15 +948,32 @@ static void routes_cluster(struct api_request *r)
     const struct config *c = api_server_config(r->server);
     const char *role = engine_role_name(e);
     uint64_t id = engine_member_id(e);
-    /* engine.h has no leader id yet: standalone and leader are their own leader. */
-    uint64_t leader = strcmp(role, "standalone") == 0 || strcmp(role, "leader") == 0 ? id : 0;
-    json_t *member = json_pack("{s:I,s:s,s:n,s:s}", "id", (json_int_t)id, "http", c->listen, "peer",
-                               "role", role);
+    uint64_t leader = engine_leader_id(e);
+    json_t *members = json_array();
+    if (c->member_count <= 1) {
+        json_array_append_new(members,
+                              json_pack("{s:I,s:s,s:n,s:s,s:b}", "id", (json_int_t)id, "http",
+                                        c->listen, "peer", "role", role, "reachable", 1));
+    }
+    for (uint32_t i = 0; c->member_count > 1 && i < c->member_count; i++) {
+        const struct config_member *m = &c->members[i];
+        struct engine_member_info info;
+        engine_member_info_get(e, m->id, &info);
+        const char *member_role = m->id == id       ? role
+                                  : m->id == leader ? "leader"
+                                  : leader != 0     ? "follower"
+                                                    : "unknown";
+        json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:b}", "id", (json_int_t)m->id, "http", m->http,
+                              "peer", m->peer, "role", member_role, "reachable", info.reachable);
+        if (o != NULL && strcmp(role, "leader") == 0)
+            json_object_set_new(o, "match_zxid", json_integer((json_int_t)info.match_index));
+        json_array_append_new(members, o);
+    }
     json_t *o =
-        json_pack("{s:I,s:s,s:o,s:I,s:I,s:I,s:[o]}", "id", (json_int_t)id, "role", role, "leader",
+        json_pack("{s:I,s:s,s:o,s:I,s:I,s:I,s:o}", "id", (json_int_t)id, "role", role, "leader",
                   leader != 0 ? json_integer((json_int_t)leader) : json_null(), "epoch",
                   (json_int_t)engine_epoch(e), "zxid", (json_int_t)engine_applied_zxid(e),
-                  "commit_zxid", (json_int_t)engine_commit_zxid(e), "members", member);
+                  "commit_zxid", (json_int_t)engine_commit_zxid(e), "members", members);
     api_request_respond(r, 200, o);
 }
 
@@ -922,6 +981,9 @@ static void routes_health(struct api_request *r)
 {
     if (api_server_shutting_down(r->server))
         api_request_respond(r, 503, json_pack("{s:s}", "status", "shutting_down"));
+    else if (!engine_ready(api_server_engine(r->server)))
+        /* no leader, or not caught up with it yet: reads here could be stale */
+        api_request_respond(r, 503, json_pack("{s:s}", "status", "not_ready"));
     else
         api_request_respond(r, 200, json_pack("{s:s}", "status", "ok"));
 }

@@ -38,8 +38,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cluster.h"
 #include "engine_internal.h"
+#include "raft.h"
 #include "path.h"
 #include "snapshot.h"
 #include "txn.h"
@@ -58,10 +58,7 @@
 /* ------------------------------------------------------------------------------ */
 /* small helpers                                                                    */
 
-static void engine_log(struct engine *e, int level, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void engine_log(struct engine *e, int level, const char *format, ...)
+void engine_logf(struct engine *e, int level, const char *format, ...)
 {
     if (!e->host.log)
         return;
@@ -73,12 +70,12 @@ static void engine_log(struct engine *e, int level, const char *format, ...)
     e->host.log(e->host.data, level, message);
 }
 
-static void engine_fatal(struct engine *e, const char *what)
+_Noreturn void engine_fatal(struct engine *e, const char *what)
 {
     /* The state in memory no longer matches the log, or the log cannot be made durable:
      * answering anything now could acknowledge a lie. Stop, and let recovery rebuild
      * from disk (PostgreSQL does the same on an fsync failure). */
-    engine_log(e, 3, "fatal: %s; stopping so that recovery rebuilds from disk", what);
+    engine_logf(e, 3, "fatal: %s; stopping so that recovery rebuilds from disk", what);
     abort();
 }
 
@@ -88,7 +85,7 @@ void engine_log_message(struct engine *e, int level, const char *message)
         e->host.log(e->host.data, level, message);
 }
 
-static uint64_t engine_now(struct engine *e)
+uint64_t engine_now(struct engine *e)
 {
     return e->host.monotonic_ms(e->host.data);
 }
@@ -277,97 +274,50 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
 /* ------------------------------------------------------------------------------ */
 /* log: propose, append, group commit                                               */
 
-static void engine_wal_kick(struct engine *e);
-
-struct wal_job {
-    struct engine *engine;
-    struct wal_batch *batch;
-    int result;
-};
-
-static void wal_job_work(void *arg)
-{
-    struct wal_job *job = arg;
-    job->result = wal_batch_write(job->batch);
-}
-
-static void engine_apply_committed(struct engine *e, uint64_t commit);
-
-static void wal_job_done(void *arg)
-{
-    struct wal_job *job = arg;
-    struct engine *e = job->engine;
-    int write_result = job->result;
-    int rc = wal_batch_finish(e->wal, job->batch, write_result);
-    free(job);
-    e->wal_batch_outstanding = false;
-    if (rc != 0) {
-        char what[160];
-        snprintf(what, sizeof what, "WAL write or fdatasync failed: %s",
-                 strerror(write_result < 0 ? -write_result : EIO));
-        engine_fatal(e, what);
-    }
-    e->wal_batches++;
-    uint64_t commit = cluster_persisted(e->cluster, wal_durable_index(e->wal));
-    engine_apply_committed(e, commit);
-    engine_wal_kick(e);
-}
-
-static void engine_wal_kick(struct engine *e)
-{
-    if (e->wal_batch_outstanding)
-        return;
-    struct wal_batch *batch = NULL;
-    int rc = wal_batch_take(e->wal, &batch);
-    if (rc != 0)
-        engine_fatal(e, "WAL refused a batch after an earlier failure");
-    if (!batch)
-        return;
-    struct wal_job *job = malloc(sizeof *job); /* freed by wal_job_done */
-    if (!job)
-        engine_fatal(e, "out of memory starting a WAL batch");
-    job->engine = e;
-    job->batch = batch;
-    job->result = 0;
-    e->wal_batch_outstanding = true;
-    if (e->host.run_blocking(e->host.data, wal_job_work, wal_job_done, job) != 0)
-        engine_fatal(e, "cannot queue the WAL batch on a worker thread");
-}
-
-/* Puts an encoded txn into the log. Takes ownership of *payload (moved into the
- * in-flight record). Returns 0 or a negative code (nothing proposed). */
+/* Puts an encoded txn into the replicated log (this member leads). Takes ownership of
+ * *payload (moved into the in-flight record). Returns 0 or a negative code (nothing
+ * proposed). */
 static int engine_propose(struct engine *e, struct bytes *payload, engine_done_fn done, void *arg,
                           bool is_multi)
 {
-    uint64_t index, term;
-    int rc = cluster_propose(e->cluster, &index, &term);
-    if (rc != CLUSTER_OK)
-        return rc == CLUSTER_E_NOT_LEADER ? CORRAL_E_NOT_LEADER : CORRAL_E_NO_QUORUM;
-    /* prep predicted this index; the loop thread is the only proposer */
-    if (index != e->proposed_index + 1)
-        engine_fatal(e, "log index handed out differs from the one prep predicted");
     struct inflight *f = calloc(1, sizeof *f); /* owned by the in-flight queue */
     if (!f)
-        engine_fatal(e, "out of memory after proposing");
-    if (wal_append(e->wal, index, term, payload->data, payload->length) != 0)
-        engine_fatal(e, "WAL refused a contiguous append");
-    f->index = index;
-    f->term = term;
+        return CORRAL_E_NO_MEMORY;
+    uint64_t predicted = e->proposed_index + 1;
+    uint64_t index = 0, term = 0;
+    /* Queue the record first: the update that proposes may already commit it (a
+     * cluster of one whose disk is idle cannot, but nothing here relies on that). */
     f->payload = *payload;
-    memset(payload, 0, sizeof *payload);
     f->done = done;
     f->arg = arg;
     f->is_multi = is_multi;
+    f->proposed_ms = engine_now(e);
+    f->index = predicted;
     if (e->inflight_tail)
         e->inflight_tail->next = f;
     else
         e->inflight_head = f;
     e->inflight_tail = f;
     e->inflight_count++;
-    e->proposed_index = index;
-    e->wal_records++;
-    e->log_bytes_since_snapshot += f->payload.length;
-    engine_wal_kick(e);
+    memset(payload, 0, sizeof *payload);
+    int rc = replication_propose(e, &f->payload, &index, &term);
+    if (rc != 0 || index != predicted) {
+        if (rc == 0) /* prep predicted the index; the loop thread is the only proposer */
+            engine_fatal(e, "log index handed out differs from the one prep predicted");
+        /* unqueue: it is the tail */
+        struct inflight **at = &e->inflight_head, *prev = NULL;
+        while (*at != f) {
+            prev = *at;
+            at = &(*at)->next;
+        }
+        *at = NULL;
+        e->inflight_tail = prev;
+        e->inflight_count--;
+        *payload = f->payload;
+        free(f);
+        return rc;
+    }
+    f->term = term;
     return 0;
 }
 
@@ -521,57 +471,102 @@ static int engine_apply(struct engine *e, uint64_t index, uint64_t term, const v
 
 static void engine_snapshot_maybe(struct engine *e);
 
-static void engine_apply_committed(struct engine *e, uint64_t commit)
+static void engine_apply_one(struct engine *e, uint64_t index, const struct raft_entry *entry)
 {
-    while (e->inflight_head && e->inflight_head->index <= commit) {
-        struct inflight *f = e->inflight_head;
+    struct inflight *f = NULL;
+    if (e->inflight_head && e->inflight_head->index == index) {
+        f = e->inflight_head;
         e->inflight_head = f->next;
         if (!e->inflight_head)
             e->inflight_tail = NULL;
         e->inflight_count--;
-
-        struct engine_op_result *ops = NULL;
-        char **paths = NULL;
-        struct txn t = {0};
-        struct apply_output out = {0};
-        if (f->done) {
-            /* sized from the txn header: op count at offset 4 */
-            uint32_t op_count = f->payload.length >= 8 ? bytes_load_u32(f->payload.data + 4) : 0;
-            if (op_count) {
-                ops = calloc(op_count, sizeof *ops);     /* freed below */
-                paths = calloc(op_count, sizeof *paths); /* freed below */
-                if (!ops || !paths)
-                    engine_fatal(e, "out of memory building a result");
-                out.ops = ops;
-                out.paths = paths;
+        if (f->term != entry->term) {
+            /* Another leader's entry took this position: ours was never committed. */
+            if (f->done) {
+                struct engine_result lost = {.error = CORRAL_E_NO_QUORUM, .failed_index = -1};
+                f->done(f->arg, &lost);
             }
+            bytes_free(&f->payload);
+            free(f);
+            f = NULL;
         }
-        if (engine_apply(e, f->index, f->term, f->payload.data, f->payload.length, &out, &t) != 0)
-            engine_fatal(e, "a txn this member encoded does not decode");
-        if (f->done) {
-            struct engine_result result = {0};
-            result.failed_index = -1;
-            result.zxid = f->index;
-            result.op_count = t.type == TXN_OPS ? t.op_count : 0;
-            result.ops = ops;
-            if (t.type == TXN_SESSION_OPEN) {
-                result.session_id = t.session_id;
-                result.timeout_ms = t.timeout_ms;
-            }
-            f->done(f->arg, &result);
+    }
+    if (entry->length == 0) { /* a leader's no-op */
+        e->applied_index = index;
+        e->applied_term = entry->term;
+        if (f) {
+            bytes_free(&f->payload);
+            free(f);
         }
-        if (paths) {
-            for (uint32_t i = 0; i < t.op_count; i++)
-                free(paths[i]);
+        return;
+    }
+    struct engine_op_result *ops = NULL;
+    char **paths = NULL;
+    struct txn t = {0};
+    struct apply_output out = {0};
+    if (f && f->done) {
+        /* sized from the txn header: op count at offset 4 */
+        uint32_t op_count = entry->length >= 8 ? bytes_load_u32(entry->data + 4) : 0;
+        if (op_count) {
+            ops = calloc(op_count, sizeof *ops);     /* freed below */
+            paths = calloc(op_count, sizeof *paths); /* freed below */
+            if (!ops || !paths)
+                engine_fatal(e, "out of memory building a result");
+            out.ops = ops;
+            out.paths = paths;
         }
-        free(paths);
-        free(ops);
-        txn_free_ops(&t);
+    }
+    if (engine_apply(e, index, entry->term, entry->data, entry->length, &out, &t) != 0)
+        engine_fatal(e, "a committed txn does not decode");
+    if (f && f->done) {
+        struct engine_result result = {0};
+        result.failed_index = -1;
+        result.zxid = index;
+        result.op_count = t.type == TXN_OPS ? t.op_count : 0;
+        result.ops = ops;
+        if (t.type == TXN_SESSION_OPEN) {
+            result.session_id = t.session_id;
+            result.timeout_ms = t.timeout_ms;
+        }
+        f->done(f->arg, &result);
+    }
+    if (paths) {
+        for (uint32_t i = 0; i < t.op_count; i++)
+            free(paths[i]);
+    }
+    free(paths);
+    free(ops);
+    txn_free_ops(&t);
+    if (f) {
         bytes_free(&f->payload);
         free(f);
     }
+}
+
+void engine_apply_committed(struct engine *e, uint64_t commit)
+{
+    while (e->applied_index < commit) {
+        uint64_t index = e->applied_index + 1;
+        const struct raft_entry *entry = raft_entry_at(e->raft, index);
+        if (!entry)
+            break; /* not here yet (a follower behind its commit index) */
+        engine_apply_one(e, index, entry);
+    }
+    if (!e->ready_latch && !replication_is_leader(e) && raft_leader(e->raft) != 0 &&
+        e->applied_index >= raft_commit_index(e->raft))
+        e->ready_latch = true;
     engine_waiters_run(e);
     engine_snapshot_maybe(e);
+}
+
+void engine_prep_reset(struct engine *e)
+{
+    overlay_clear(&e->overlay);
+    for (size_t b = 0; b < e->sessions.bucket_count; b++)
+        for (struct session *s = e->sessions.buckets[b]; s; s = s->next) {
+            s->closing = false;
+            s->last_write_index = 0;
+        }
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -588,6 +583,19 @@ int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine
     if (op_count > UINT32_MAX / 2) {
         engine_error_set(e, error, CORRAL_E_BAD_ARGUMENTS, -1, NULL, 0);
         return CORRAL_E_BAD_ARGUMENTS;
+    }
+    int route = replication_can_propose(e);
+    if (route == CORRAL_E_NOT_LEADER) {
+        /* A follower: the leader preps. Nothing is validated here (this member's state
+         * may lag); the result comes back with the leader's reply. */
+        int rc = replication_forward_ops(e, session_id, ops, op_count, is_multi, done, arg);
+        if (rc != 0)
+            engine_error_set(e, error, rc, -1, NULL, 0);
+        return rc;
+    }
+    if (route != 0) {
+        engine_error_set(e, error, route, -1, NULL, 0);
+        return route;
     }
     if (session_id && !session_live(e, session_id)) {
         engine_error_set(e, error, CORRAL_E_SESSION_EXPIRED, -1, NULL, 0);
@@ -651,6 +659,9 @@ out:
 
 static int engine_submit_txn(struct engine *e, const struct txn *t, engine_done_fn done, void *arg)
 {
+    int route = replication_can_propose(e);
+    if (route != 0)
+        return route;
     struct bytes payload = {0};
     if (txn_encode(t, &payload) != 0 || bytes_failed(&payload)) {
         bytes_free(&payload);
@@ -677,6 +688,8 @@ int engine_session_open(struct engine *e, uint32_t timeout_ms, engine_done_fn do
 {
     if (e->shutting_down)
         return CORRAL_E_SHUTTING_DOWN;
+    if (replication_can_propose(e) == CORRAL_E_NOT_LEADER)
+        return replication_forward_session_open(e, timeout_ms, done, arg);
     uint64_t id = 0;
     do {
         e->host.random_bytes(e->host.data, &id, sizeof id);
@@ -828,6 +841,8 @@ int engine_session_close(struct engine *e, uint64_t session_id, engine_done_fn d
     struct session *s = session_find(&e->sessions, session_id);
     if (!s || s->closing)
         return CORRAL_E_SESSION_EXPIRED;
+    if (replication_can_propose(e) == CORRAL_E_NOT_LEADER)
+        return replication_forward_session_close(e, session_id, done, arg);
     return engine_session_end(e, s, done, arg);
 }
 
@@ -837,6 +852,7 @@ int engine_session_touch(struct engine *e, uint64_t session_id)
     if (!s || s->closing)
         return CORRAL_E_SESSION_EXPIRED;
     s->deadline_ms = engine_now(e) + s->timeout_ms;
+    replication_session_heard(e, session_id);
     return 0;
 }
 
@@ -890,10 +906,13 @@ static void engine_sessions_expire(struct engine *e, uint64_t now)
         struct session *s = session_find(&e->sessions, scan.expired[i]);
         if (!s)
             continue;
-        engine_log(e, 1, "session %016" PRIx64 " expired (timeout %" PRIu32 " ms)", s->id,
-                   s->timeout_ms);
-        if (engine_session_end(e, s, NULL, NULL) != 0)
-            engine_log(e, 2, "session %016" PRIx64 " expiry could not be logged; retrying", s->id);
+        engine_logf(e, 1, "session %016" PRIx64 " expired (timeout %" PRIu32 " ms)", s->id,
+                    s->timeout_ms);
+        int rc = replication_can_propose(e) == CORRAL_E_NOT_LEADER
+                     ? replication_forward_session_close(e, s->id, NULL, NULL)
+                     : engine_session_end(e, s, NULL, NULL);
+        if (rc != 0)
+            engine_logf(e, 2, "session %016" PRIx64 " expiry could not be logged; retrying", s->id);
     }
     free(scan.expired);
 }
@@ -939,7 +958,7 @@ static void engine_reap(struct engine *e)
                                .path_length = strlen(victims[i].path),
                                .version = victims[i].version};
         if (engine_submit_ops(e, 0, &op, 1, false, NULL, NULL, NULL) == 0)
-            engine_log(e, 0, "reaping %s", victims[i].path);
+            engine_logf(e, 0, "reaping %s", victims[i].path);
         free(victims[i].path);
     }
     free(victims);
@@ -947,9 +966,17 @@ static void engine_reap(struct engine *e)
 
 void engine_tick(struct engine *e)
 {
+    replication_tick(e);
     if (e->shutting_down)
         return;
     uint64_t now = engine_now(e);
+    /* Only the member that proposes expires sessions and reaps nodes: the leader, once
+     * it can propose. Followers' clocks decide nothing (a follower that has not heard
+     * from a client does not know that no other member has). */
+#if CORRAL_CANARY != 5
+    if (replication_can_propose(e) != 0)
+        return;
+#endif
     if (now >= e->next_session_check_ms) {
         engine_sessions_expire(e, now);
         uint32_t step = e->options.tick_ms / 4;
@@ -983,7 +1010,7 @@ static void session_encode_one(void *arg, struct session *s)
     bytes_put_u32(encode->out, s->timeout_ms);
 }
 
-static int engine_state_encode(struct engine *e, struct bytes *out)
+int engine_state_encode(struct engine *e, struct bytes *out)
 {
     bytes_put_u32(out, ENGINE_SNAPSHOT_BODY_VERSION);
     bytes_put_u32(out, 0);
@@ -1009,7 +1036,7 @@ static int ephemeral_rebuild(void *arg, struct znode *n, uint32_t depth)
 }
 
 /* Replaces the engine's tree and sessions with a snapshot body. */
-static int engine_state_decode(struct engine *e, const uint8_t *body, size_t length)
+int engine_state_decode(struct engine *e, const uint8_t *body, size_t length)
 {
     struct bytes_reader r;
     bytes_reader_init(&r, body, length);
@@ -1075,17 +1102,18 @@ static void snapshot_job_done(void *arg)
     struct engine *e = job->engine;
     e->snapshot_in_flight = false;
     if (job->result != 0) {
-        engine_log(e, 2, "snapshot at zxid %" PRIu64 " failed (%s); the log is kept", job->zxid,
-                   corral_error_name(job->result));
+        engine_logf(e, 2, "snapshot at zxid %" PRIu64 " failed (%s); the log is kept", job->zxid,
+                    corral_error_name(job->result));
     } else {
         e->snapshots_written++;
         e->last_snapshot_index = job->zxid;
-        engine_log(e, 1, "snapshot at zxid %" PRIu64 ": %zu bytes in %" PRIu64 " ms", job->zxid,
-                   job->body.length, engine_now(e) - job->started_ms);
+        replication_snapshot_taken(e, job->zxid, job->term);
+        engine_logf(e, 1, "snapshot at zxid %" PRIu64 ": %zu bytes in %" PRIu64 " ms", job->zxid,
+                    job->body.length, engine_now(e) - job->started_ms);
         /* Keep the log back to the oldest snapshot kept, so that falling back to it
          * (when a newer one is found corrupt) still finds every txn after it. */
         if (job->oldest_kept > 0 && wal_drop_before(e->wal, (uint64_t)job->oldest_kept + 1) != 0)
-            engine_log(e, 2, "could not drop old log segments");
+            engine_logf(e, 2, "could not drop old log segments");
     }
     bytes_free(&job->body);
     free(job);
@@ -1113,7 +1141,7 @@ static void engine_snapshot_maybe(struct engine *e)
      * the tree (see the README's figures); a fork-based or copy-on-write image would
      * remove it. */
     if (engine_state_encode(e, &job->body) != 0) {
-        engine_log(e, 2, "snapshot skipped: out of memory encoding the state");
+        engine_logf(e, 2, "snapshot skipped: out of memory encoding the state");
         bytes_free(&job->body);
         free(job);
         e->last_snapshot_index = e->applied_index; /* do not retry on every apply */
@@ -1130,11 +1158,47 @@ static void engine_snapshot_maybe(struct engine *e)
 /* ------------------------------------------------------------------------------ */
 /* open, recovery, close                                                            */
 
+/* The log after the snapshot, read back at start: handed to the consensus core, and
+ * applied at once when this member alone is the cluster (then durable = committed). */
+struct replay {
+    struct engine *engine;
+    bool apply;
+    uint64_t next_index;
+    struct raft_entry *entries; /* data fields hold offsets into payloads until done */
+    uint64_t count;
+    uint64_t capacity;
+    struct bytes payloads;
+};
+
 static int replay_one(void *arg, uint64_t index, uint64_t term, const void *payload, size_t length)
 {
-    struct engine *e = arg;
-    if (index != e->applied_index + 1)
+    struct replay *r = arg;
+    struct engine *e = r->engine;
+    if (index != r->next_index)
         return CORRAL_E_CORRUPT;
+    r->next_index++;
+    if (r->count == r->capacity) {
+        uint64_t capacity = r->capacity ? r->capacity * 2 : 1024;
+        struct raft_entry *grown = realloc(r->entries, capacity * sizeof *grown);
+        if (!grown)
+            return CORRAL_E_NO_MEMORY;
+        r->entries = grown;
+        r->capacity = capacity;
+    }
+    r->entries[r->count++] =
+        (struct raft_entry){.term = term,
+                            .data = (const uint8_t *)(uintptr_t)r->payloads.length,
+                            .length = (uint32_t)length};
+    bytes_put(&r->payloads, payload, length);
+    if (bytes_failed(&r->payloads))
+        return CORRAL_E_NO_MEMORY;
+    if (!r->apply)
+        return 0;
+    if (length == 0) { /* a leader's no-op */
+        e->applied_index = index;
+        e->applied_term = term;
+        return 0;
+    }
     return engine_apply(e, index, term, payload, length, NULL, NULL);
 }
 
@@ -1161,15 +1225,15 @@ static int engine_load_snapshot(struct engine *e, struct engine_recovery_report 
         free(body);
         if (rc == 0) {
             e->applied_index = e->last_snapshot_index = zxid;
-            e->applied_term = term;
+            e->applied_term = e->snapshot_term = term;
             report->snapshot_zxid = zxid;
             break;
         }
         if (rc == CORRAL_E_NO_MEMORY)
             break;
         report->snapshots_skipped++;
-        engine_log(e, 2, "snapshot %s is corrupt (%s): skipping it for an older one", files[i].path,
-                   corral_error_name(rc));
+        engine_logf(e, 2, "snapshot %s is corrupt (%s): skipping it for an older one",
+                    files[i].path, corral_error_name(rc));
         rc = 0;
     }
     free(files);
@@ -1190,6 +1254,8 @@ static void engine_options_defaults(struct engine_options *o)
         o->max_session_timeout_ms = o->min_session_timeout_ms;
     if (!o->snapshot_every)
         o->snapshot_every = ENGINE_DEFAULT_SNAPSHOT_EVERY;
+    if (!o->member_id)
+        o->member_id = 1;
     if (!o->snapshot_log_bytes)
         o->snapshot_log_bytes = ENGINE_DEFAULT_SNAPSHOT_LOG_BYTES;
     if (!o->snapshots_keep)
@@ -1205,6 +1271,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     if (!report)
         report = &scratch;
     memset(report, 0, sizeof *report);
+    struct replay replay = {0};
     struct engine *e = calloc(1, sizeof *e); /* owned by the caller: engine_close */
     if (!e)
         return CORRAL_E_NO_MEMORY;
@@ -1214,7 +1281,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     uint64_t started = engine_now(e);
     int rc = 0;
     if (mkdir(e->options.data_dir, 0755) != 0 && errno != EEXIST) {
-        engine_log(e, 3, "cannot create data dir %s: %s", e->options.data_dir, strerror(errno));
+        engine_logf(e, 3, "cannot create data dir %s: %s", e->options.data_dir, strerror(errno));
         rc = CORRAL_E_IO;
         goto fail;
     }
@@ -1226,6 +1293,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     }
     if ((rc = engine_load_snapshot(e, report)) != 0)
         goto fail;
+    replay.engine = e;
+    replay.apply = e->options.member_count <= 1;
 
     struct wal_options wal_options = {.dir = e->options.data_dir,
                                       .segment_bytes = e->options.wal_segment_bytes};
@@ -1235,8 +1304,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     report->wal_cut_bytes = wal_report.cut_bytes;
     report->wal_cut_segments = wal_report.cut_segments;
     if (wal_report.cut_reason[0])
-        engine_log(e, 2, "log tail cut: %s (%" PRIu64 " bytes, %" PRIu32 " segments removed)",
-                   wal_report.cut_reason, wal_report.cut_bytes, wal_report.cut_segments);
+        engine_logf(e, 2, "log tail cut: %s (%" PRIu64 " bytes, %" PRIu32 " segments removed)",
+                    wal_report.cut_reason, wal_report.cut_bytes, wal_report.cut_segments);
 
     uint64_t first = wal_first_index(e->wal), last = wal_last_index(e->wal);
     if (last != 0 && last <= e->applied_index) {
@@ -1245,30 +1314,32 @@ int engine_open(const struct engine_options *options, const struct engine_host *
             goto fail;
     } else if (last != 0) {
         if (first > e->applied_index + 1) {
-            engine_log(e, 3,
-                       "the log starts at zxid %" PRIu64 " but the state is at %" PRIu64
-                       ": txns in between are missing",
-                       first, e->applied_index);
+            engine_logf(e, 3,
+                        "the log starts at zxid %" PRIu64 " but the state is at %" PRIu64
+                        ": txns in between are missing",
+                        first, e->applied_index);
             rc = CORRAL_E_CORRUPT;
             goto fail;
         }
         uint64_t before = e->applied_index;
-        rc = wal_replay(e->wal, e->applied_index + 1, replay_one, e);
+        replay.next_index = e->applied_index + 1;
+        rc = wal_replay(e->wal, e->applied_index + 1, replay_one, &replay);
         if (rc != 0) {
-            engine_log(e, 3, "replay stopped at zxid %" PRIu64 ": %s", e->applied_index + 1,
-                       corral_error_name(rc));
+            engine_logf(e, 3, "replay stopped at zxid %" PRIu64 ": %s", replay.next_index,
+                        corral_error_name(rc));
             goto fail;
         }
         report->replayed = e->applied_index - before;
+        for (uint64_t i = 0; i < replay.count; i++)
+            replay.entries[i].data = replay.payloads.data + (uintptr_t)replay.entries[i].data;
     }
     e->proposed_index = e->applied_index;
     if ((rc = engine_history_start(e)) != 0)
         goto fail;
-    e->cluster = cluster_create_standalone(1, e->applied_term, e->applied_index);
-    if (!e->cluster) {
-        rc = CORRAL_E_NO_MEMORY;
+    if ((rc = replication_open(e, replay.entries, replay.count)) != 0)
         goto fail;
-    }
+    free(replay.entries);
+    bytes_free(&replay.payloads);
     session_table_each(&e->sessions, recovery_fresh_timeouts, e);
     e->next_session_check_ms = engine_now(e);
     e->next_reap_ms = engine_now(e) + e->options.reap_interval_ms;
@@ -1279,6 +1350,10 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     *out = e;
     return 0;
 fail:
+    free(replay.entries);
+    bytes_free(&replay.payloads);
+    if (e->raft)
+        replication_close(e);
     engine_watch_free(e);
     if (e->wal)
         wal_close(e->wal);
@@ -1318,9 +1393,9 @@ void engine_close(struct engine *e)
         free(f);
         f = next;
     }
+    replication_close(e);
     engine_watch_free(e);
     wal_close(e->wal);
-    cluster_destroy(e->cluster);
     tree_destroy(e->tree);
     session_table_free(&e->sessions);
     overlay_free(&e->overlay);
@@ -1338,22 +1413,51 @@ uint64_t engine_applied_zxid(const struct engine *e)
 
 uint64_t engine_commit_zxid(const struct engine *e)
 {
-    return cluster_commit_index(e->cluster);
+    return raft_commit_index(e->raft);
 }
 
 uint64_t engine_epoch(const struct engine *e)
 {
-    return cluster_term(e->cluster);
+    return raft_term(e->raft);
 }
 
 const char *engine_role_name(const struct engine *e)
 {
-    return cluster_role_name(cluster_role_get(e->cluster));
+    if (e->options.member_count <= 1)
+        return "standalone";
+    return cluster_role_name(raft_role(e->raft));
 }
 
 uint64_t engine_member_id(const struct engine *e)
 {
-    return cluster_self_id(e->cluster);
+    return e->options.member_id;
+}
+
+uint64_t engine_leader_id(const struct engine *e)
+{
+    return raft_leader(e->raft);
+}
+
+bool engine_ready(const struct engine *e)
+{
+    if (e->shutting_down)
+        return false;
+    if (replication_is_leader(e))
+        return e->applied_index >= e->term_start_index;
+    return raft_leader(e->raft) != 0 && e->ready_latch;
+}
+
+void engine_member_info_get(const struct engine *e, uint64_t id, struct engine_member_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    if (id == e->options.member_id) {
+        out->match_index = raft_last_index(e->raft);
+        out->reachable = true;
+        return;
+    }
+    out->match_index = raft_match_index(e->raft, id);
+    out->reachable = raft_member_recently_active(e->raft, id, e->host.monotonic_ms(e->host.data));
 }
 
 uint32_t engine_max_data_bytes(const struct engine *e)

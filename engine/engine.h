@@ -26,6 +26,18 @@
 
 struct engine;
 
+#define ENGINE_MAX_MEMBERS 7
+
+/* What a message between members is for (the transport's channels carry the same
+ * numbers; the engine never sees the transport itself). */
+enum engine_channel {
+    ENGINE_CHANNEL_RAFT = 1,     /* consensus messages */
+    ENGINE_CHANNEL_SNAPSHOT = 2, /* a snapshot for a member too far behind */
+    ENGINE_CHANNEL_FORWARD = 3,  /* a follower's request to the leader */
+    ENGINE_CHANNEL_REPLY = 4,    /* the leader's answer to it */
+    ENGINE_CHANNEL_SESSION = 5,  /* session keepalives, batched, to the leader */
+};
+
 struct engine_options {
     const char *data_dir;            /* WAL segments and snapshots; created if missing */
     uint32_t max_data_bytes;         /* per znode; 0 = 1 MiB */
@@ -39,6 +51,15 @@ struct engine_options {
     uint64_t wal_segment_bytes;      /* 0 = 64 MiB */
     uint64_t history_events;         /* events kept in memory; 0 = 1,000,000 */
     uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 128 MiB */
+
+    /* Replication. A standalone server is a cluster of one member (member_count 0 or
+     * 1): the same Raft code path, in which a durable entry is at once committed. */
+    uint64_t member_id;                   /* this member; 0 = 1 */
+    uint64_t members[ENGINE_MAX_MEMBERS]; /* every member's id, self included */
+    uint32_t member_count;
+    uint32_t heartbeat_ms;        /* 0 = 50 */
+    uint32_t election_timeout_ms; /* 0 = 300 (randomized in [T, 2T)) */
+    uint32_t request_timeout_ms;  /* proposed but not committed in time: TIMEOUT; 0 = 5000 */
 };
 
 /* What the engine needs from its host. All callbacks are called on the loop thread
@@ -56,6 +77,10 @@ struct engine_host {
     int (*run_blocking)(void *data, void (*work)(void *arg), void (*done)(void *arg), void *arg);
     /* Severity: 0 debug, 1 info, 2 warn, 3 error. */
     void (*log)(void *data, int level, const char *message);
+    /* Sends a message to another member (copied; delivery not guaranteed: the
+     * protocols retry). NULL for a standalone server. */
+    void (*send)(void *data, uint64_t to, enum engine_channel channel, const void *bytes,
+                 size_t length);
 };
 
 /* What recovery found, for the operator. */
@@ -87,9 +112,31 @@ bool engine_idle(const struct engine *e);
 /* Frees everything. engine_idle must be true. */
 void engine_close(struct engine *e);
 
-/* Drives time: session expiry, container/TTL reaping, snapshot scheduling. Call it
- * every few tens of ms. */
+/* Drives time: elections and heartbeats, session expiry, container/TTL reaping,
+ * request timeouts. Call it every 10 ms or so. */
 void engine_tick(struct engine *e);
+
+/* A message from another member (bytes borrowed for the call). */
+void engine_receive(struct engine *e, uint64_t from, enum engine_channel channel, const void *bytes,
+                    size_t length);
+
+/* True when this member can serve: it has a leader (or is one) and has applied what
+ * was committed when it learned of it. /health answers 503 otherwise. */
+bool engine_ready(const struct engine *e);
+
+/* The leader's id as this member knows it (0 = none); whether the leader can reach a
+ * majority. */
+uint64_t engine_leader_id(const struct engine *e);
+
+/* This member's view of another: its log's last index known to match the leader's (a
+ * leader knows; 0 otherwise), and when it was last heard from (0 = never;
+ * monotonic ms). */
+struct engine_member_info {
+    uint64_t id;
+    uint64_t match_index;
+    bool reachable;
+};
+void engine_member_info_get(const struct engine *e, uint64_t id, struct engine_member_info *out);
 
 /* ---- reads (local state, never wait) ---- */
 
@@ -205,9 +252,13 @@ void engine_waiter_cancel(struct engine *e, struct engine_waiter *w);
 int engine_zxid_wait(struct engine *e, uint64_t zxid, engine_wake_fn wake, void *arg,
                      struct engine_waiter **out);
 
-/* The zxid after which a sync completes: everything this server has accepted so far. In
- * a cluster, what the leader has committed. */
-uint64_t engine_sync_zxid(const struct engine *e);
+/* A linearizable point: wakes once this member has applied everything the leader had
+ * committed when the call was made, confirmed by a heartbeat round with a majority
+ * (Raft's read index, dissertation 6.4). Serves `sync` and ?linearizable=true reads.
+ * *status is set before wake: 0, CORRAL_E_NO_QUORUM (no leader / no majority) or
+ * CORRAL_E_TIMEOUT. status must stay valid until wake or cancel. */
+int engine_linearizable_wait(struct engine *e, int *status, engine_wake_fn wake, void *arg,
+                             struct engine_waiter **out);
 
 /* The zxid a read of this session must wait for, so that it sees the session's own
  * earlier writes (FIFO): the session's last write still in flight, or 0. */

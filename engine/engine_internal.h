@@ -118,9 +118,11 @@ struct inflight {
     uint64_t index;
     uint64_t term;
     struct bytes payload; /* the encoded txn; owned */
-    engine_done_fn done;  /* NULL for the engine's own txns (expiry, reaping) */
+    engine_done_fn done;  /* NULL for the engine's own txns (expiry, reaping), and once
+                             the client was told TIMEOUT */
     void *arg;
     bool is_multi;
+    uint64_t proposed_ms;
 };
 
 struct engine {
@@ -130,11 +132,12 @@ struct engine {
     struct session_table sessions;
     struct overlay overlay;
     struct wal *wal;
-    struct cluster *cluster;
+    struct raft *raft;
 
-    uint64_t proposed_index; /* last index handed out */
+    uint64_t proposed_index; /* leader: last index it proposed */
     uint64_t applied_index;
     uint64_t applied_term;
+    uint64_t snapshot_term; /* term of the snapshot loaded at start */
     struct inflight *inflight_head;
     struct inflight *inflight_tail;
     uint64_t inflight_count;
@@ -157,7 +160,26 @@ struct engine {
     struct waiter_index *waiters;
     struct engine_waiter *zxid_waiters; /* list, any order */
     struct engine_waiter *wake_head;    /* woken, to call back after the apply batch */
+    int defer_wakes; /* > 0 inside a wait call: callbacks wait for the next run */
     struct engine_waiter *wake_tail;
+
+    /* Replication (replication.c). */
+    uint64_t term_start_index;   /* leader: its term's first entry; it proposes once applied */
+    bool ready_latch;            /* follower: caught up once with the current leader */
+    uint64_t last_appended_term; /* term of the last record given to the WAL */
+    struct deferred_log *deferred_head; /* log changes waiting for the batch in flight */
+    struct deferred_log *deferred_tail;
+    struct forward *forwards; /* follower: requests sent to the leader, awaiting a reply */
+    uint64_t next_request_id;
+    struct pending_read *reads; /* leader: read-index requests awaiting a majority round */
+    uint64_t *touched;          /* follower: sessions heard from, for the leader */
+    size_t touched_count;
+    size_t touched_capacity;
+    uint64_t next_touch_flush_ms;
+    uint64_t install_index; /* follower: snapshot the leader announced, awaiting bytes */
+    uint64_t install_term;
+    bool snapshot_send_in_flight;
+    uint64_t next_raft_tick_ms;
 
     /* Scratch buffers reused by prep, to keep allocation off the request path. */
     struct bytes scratch_payload;
@@ -166,6 +188,45 @@ struct engine {
 
 /* engine.c */
 void engine_log_message(struct engine *e, int level, const char *message);
+void engine_logf(struct engine *e, int level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+_Noreturn void engine_fatal(struct engine *e, const char *what);
+uint64_t engine_now(struct engine *e);
+/* Applies committed entries up to commit (those this member has), completes their
+ * requests, then runs woken waiters. */
+void engine_apply_committed(struct engine *e, uint64_t commit);
+int engine_state_encode(struct engine *e, struct bytes *out);
+int engine_state_decode(struct engine *e, const uint8_t *body, size_t length);
+/* Drops leader-only prep state (overlay, closing marks) when leadership changes. */
+void engine_prep_reset(struct engine *e);
+
+/* replication.c */
+struct raft_entry;
+/* Creates the Raft core from the hard state, the snapshot position and the log
+ * entries after it. */
+int replication_open(struct engine *e, const struct raft_entry *entries, uint64_t count);
+void replication_close(struct engine *e);
+/* Proposes an encoded txn (leader). *index receives its position. Returns 0,
+ * CORRAL_E_NOT_LEADER, CORRAL_E_NO_QUORUM or CORRAL_E_NO_MEMORY. */
+int replication_propose(struct engine *e, const struct bytes *payload, uint64_t *index,
+                        uint64_t *term);
+/* 0 when this member may propose now; else why not (NOT_LEADER: forward it). */
+int replication_can_propose(struct engine *e);
+void replication_wal_kick(struct engine *e);
+void replication_tick(struct engine *e);
+/* The engine took a snapshot at index (the core may forget entries before it). */
+void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term);
+/* Follower side of a write: sends it to the leader; done is called once the result
+ * is applied here. Returns 0 or a code (no leader: NO_QUORUM). */
+int replication_forward_ops(struct engine *e, uint64_t session_id, const struct engine_op *ops,
+                            size_t op_count, bool is_multi, engine_done_fn done, void *arg);
+int replication_forward_session_open(struct engine *e, uint32_t timeout_ms, engine_done_fn done,
+                                     void *arg);
+int replication_forward_session_close(struct engine *e, uint64_t session_id, engine_done_fn done,
+                                      void *arg);
+/* A session was heard from on this member (a follower tells the leader, batched). */
+void replication_session_heard(struct engine *e, uint64_t session_id);
+bool replication_is_leader(const struct engine *e);
 
 /* engine_watch.c */
 void engine_stats_watch(const struct engine *e, struct engine_stats *out);
@@ -184,6 +245,16 @@ void engine_events_apply_op(struct engine *e, const struct txn_op *op, uint64_t 
 void engine_watch_session_ended(struct engine *e, uint64_t session_id);
 /* Wakes zxid waiters now satisfied, then calls back everything woken. */
 void engine_waiters_run(struct engine *e);
+/* A zxid waiter whose target is not known yet (a read index on its way). *owner is
+ * set to it and cleared when it is cancelled, armed or failed. */
+struct engine_waiter *engine_waiter_pending_new(int *status, engine_wake_fn wake, void *arg,
+                                                struct engine_waiter **owner);
+/* Gives a waiter its target zxid (wakes it at once when already applied). */
+void engine_waiter_arm(struct engine *e, struct engine_waiter *w, uint64_t zxid);
+/* A waiter woken before its wait call returned: unqueues and frees it, true. */
+bool engine_waiter_take_if_woken(struct engine *e, struct engine_waiter *w);
+/* Wakes a waiter with an error status. */
+void engine_waiter_fail(struct engine *e, struct engine_waiter *w, int status);
 /* Fails every parked waiter (shutdown). */
 void engine_waiters_wake_all(struct engine *e);
 

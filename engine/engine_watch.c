@@ -36,9 +36,12 @@ struct engine_waiter {
     void *arg;
     struct engine_waiter *prev; /* in its index list (or the zxid list) */
     struct engine_waiter *next;
-    struct waiter_slot *slot; /* the index entry holding it; NULL for zxid waiters */
-    bool queued;              /* on the wake list */
-    uint64_t zxid;            /* WAITER_ZXID: target; WAITER_HISTORY: since */
+    struct waiter_slot *slot;     /* the index entry holding it; NULL for zxid waiters */
+    bool queued;                  /* on the wake list */
+    bool armed;                   /* WAITER_ZXID: in the zxid list (else waits for a target) */
+    uint64_t zxid;                /* WAITER_ZXID: target; WAITER_HISTORY: since */
+    int *status;                  /* set before wake, when the caller asked for one */
+    struct engine_waiter **owner; /* unarmed: the slot that points at it (cleared on cancel) */
 };
 
 /* One key of the waiter index: a path (exact or recursive) or a session id. */
@@ -155,15 +158,20 @@ static void wake_queue(struct engine *e, struct engine_waiter *w)
 {
     if (w->queued)
         return;
-    if (w->kind == WAITER_ZXID) {
+    if (w->kind == WAITER_ZXID && w->armed) {
         if (w->prev)
             w->prev->next = w->next;
         else
             e->zxid_waiters = w->next;
         if (w->next)
             w->next->prev = w->prev;
-    } else {
+        w->armed = false;
+    } else if (w->kind != WAITER_ZXID) {
         index_remove(e->waiters, w);
+    }
+    if (w->owner) {
+        *w->owner = NULL;
+        w->owner = NULL;
     }
     w->queued = true;
     w->prev = NULL;
@@ -190,8 +198,28 @@ static void wake_slot(struct engine *e, uint8_t kind, const void *key, size_t le
     }
 }
 
+bool engine_waiter_take_if_woken(struct engine *e, struct engine_waiter *w)
+{
+    if (!w->queued)
+        return false;
+    struct engine_waiter **at = &e->wake_head, *prev = NULL;
+    while (*at && *at != w) {
+        prev = *at;
+        at = &(*at)->next;
+    }
+    if (*at) {
+        *at = w->next;
+        if (e->wake_tail == w)
+            e->wake_tail = prev;
+    }
+    free(w);
+    return true;
+}
+
 void engine_waiters_run(struct engine *e)
 {
+    if (e->defer_wakes > 0)
+        return; /* inside a wait call: its caller has not parked yet */
     for (struct engine_waiter *w = e->zxid_waiters; w;) {
         struct engine_waiter *next = w->next;
         if (w->zxid <= e->applied_index)
@@ -210,6 +238,7 @@ void engine_waiters_run(struct engine *e)
 
 void engine_waiters_wake_all(struct engine *e)
 {
+    /* pending (unarmed) waiters are held by replication.c, which fails them itself */
     while (e->zxid_waiters)
         wake_queue(e, e->zxid_waiters);
     for (size_t i = 0; i < e->waiters->bucket_count; i++) {
@@ -235,16 +264,18 @@ void engine_waiter_cancel(struct engine *e, struct engine_waiter *w)
             if (e->wake_tail == w)
                 e->wake_tail = prev;
         }
-    } else if (w->kind == WAITER_ZXID) {
+    } else if (w->kind == WAITER_ZXID && w->armed) {
         if (w->prev)
             w->prev->next = w->next;
         else
             e->zxid_waiters = w->next;
         if (w->next)
             w->next->prev = w->prev;
-    } else {
+    } else if (w->kind != WAITER_ZXID) {
         index_remove(e->waiters, w);
     }
+    if (w->owner)
+        *w->owner = NULL; /* whoever was to arm it forgets it */
     free(w);
 }
 
@@ -269,18 +300,50 @@ int engine_zxid_wait(struct engine *e, uint64_t zxid, engine_wake_fn wake, void 
     struct engine_waiter *w = waiter_new(WAITER_ZXID, wake, arg);
     if (!w)
         return CORRAL_E_NO_MEMORY;
-    w->zxid = zxid;
-    w->next = e->zxid_waiters;
-    if (e->zxid_waiters)
-        e->zxid_waiters->prev = w;
-    e->zxid_waiters = w;
+    engine_waiter_arm(e, w, zxid);
     *out = w;
     return 0;
 }
 
-uint64_t engine_sync_zxid(const struct engine *e)
+struct engine_waiter *engine_waiter_pending_new(int *status, engine_wake_fn wake, void *arg,
+                                                struct engine_waiter **owner)
 {
-    return e->proposed_index;
+    struct engine_waiter *w = waiter_new(WAITER_ZXID, wake, arg);
+    if (!w)
+        return NULL;
+    w->status = status;
+    w->owner = owner;
+    if (status)
+        *status = 0;
+    if (owner)
+        *owner = w;
+    return w;
+}
+
+void engine_waiter_arm(struct engine *e, struct engine_waiter *w, uint64_t zxid)
+{
+    if (w->owner) {
+        *w->owner = NULL;
+        w->owner = NULL;
+    }
+    w->zxid = zxid;
+    if (zxid <= e->applied_index) {
+        wake_queue(e, w);
+        return;
+    }
+    w->armed = true;
+    w->prev = NULL;
+    w->next = e->zxid_waiters;
+    if (e->zxid_waiters)
+        e->zxid_waiters->prev = w;
+    e->zxid_waiters = w;
+}
+
+void engine_waiter_fail(struct engine *e, struct engine_waiter *w, int status)
+{
+    if (w->status)
+        *w->status = status;
+    wake_queue(e, w);
 }
 
 uint64_t engine_session_fifo_zxid(const struct engine *e, uint64_t session_id)
@@ -477,6 +540,10 @@ static int reader_log(void *arg, uint64_t index, uint64_t term, const void *payl
     struct log_reader *l = arg;
     if (index > l->until)
         return READER_STOP;
+    if (length == 0) { /* a leader's no-op: no events */
+        l->reader->last_zxid = index;
+        return 0;
+    }
     struct txn t;
     if (txn_decode(payload, length, &t) != 0)
         return CORRAL_E_CORRUPT;

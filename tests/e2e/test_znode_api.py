@@ -335,7 +335,7 @@ class ZnodeApiTest(ServerTestCase):
         self.assertEqual(b["commit_zxid"], r.zxid)
         self.assertIsInstance(b["epoch"], int)
         self.assertEqual(b["members"], [{"id": 1, "http": self.server.address, "peer": None,
-                                         "role": "standalone"}])
+                                         "role": "standalone", "reachable": True}])
 
     def test_health(self):
         r = self.c.health()
