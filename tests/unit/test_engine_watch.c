@@ -136,6 +136,17 @@ static struct engine *reopen(void **state, const struct engine_options *options)
     return *state;
 }
 
+/* A standalone engine is a Raft cluster of one: every engine_open elects itself and
+ * appends its term's no-op, a log entry without events. After setup's open zxid 1 is
+ * that no-op and the first write is zxid 2; each reopen appends one more no-op. The
+ * tests write the zxids they expect as offsets from the last no-op, which noop_zxid
+ * checks is exactly where the test says it is. */
+static uint64_t noop_zxid(struct engine *e, uint64_t expected)
+{
+    assert_int_equal(engine_applied_zxid(e), expected);
+    return expected;
+}
+
 /* ---- writes ---- */
 
 struct outcome {
@@ -299,39 +310,40 @@ static void on_wake(void *arg)
 static void test_engine_history_read__events_of_creates_sets_deletes_and_multi(void **state)
 {
     struct engine *e = *state;
-    assert_int_equal(write1(e, 0, op_create("/a", 0)), 1);
-    assert_int_equal(write1(e, 0, op_set("/a", "v")), 2);
+    const uint64_t b = noop_zxid(e, 1); /* the open's no-op makes no event either */
+    assert_int_equal(write1(e, 0, op_create("/a", 0)), b + 1);
+    assert_int_equal(write1(e, 0, op_set("/a", "v")), b + 2);
     struct engine_op multi[] = {op_create("/a/b", 0), op_create("/c", 0), op_set("/c", "w")};
-    assert_int_equal(write_ops(e, 0, multi, 3), 3);
-    assert_int_equal(write1(e, 0, op_delete("/a/b")), 4);
+    assert_int_equal(write_ops(e, 0, multi, 3), b + 3);
+    assert_int_equal(write1(e, 0, op_delete("/a/b")), b + 4);
     struct engine_op check = {
         .type = ENGINE_OP_CHECK, .path = "/a", .path_length = 2, .version = -1};
-    assert_int_equal(write1(e, 0, check), 5); /* a check makes no event */
+    assert_int_equal(write1(e, 0, check), b + 5); /* a check makes no event */
 
     const struct expected_event want[] = {
-        {1, WATCH_EVENT_CREATED, "/a"},   {1, WATCH_EVENT_CHILDREN, "/"},
-        {2, WATCH_EVENT_CHANGED, "/a"},   {3, WATCH_EVENT_CREATED, "/a/b"},
-        {3, WATCH_EVENT_CHILDREN, "/a"},  {3, WATCH_EVENT_CREATED, "/c"},
-        {3, WATCH_EVENT_CHILDREN, "/"},   {3, WATCH_EVENT_CHANGED, "/c"},
-        {4, WATCH_EVENT_DELETED, "/a/b"}, {4, WATCH_EVENT_CHILDREN, "/a"},
+        {b + 1, WATCH_EVENT_CREATED, "/a"},   {b + 1, WATCH_EVENT_CHILDREN, "/"},
+        {b + 2, WATCH_EVENT_CHANGED, "/a"},   {b + 3, WATCH_EVENT_CREATED, "/a/b"},
+        {b + 3, WATCH_EVENT_CHILDREN, "/a"},  {b + 3, WATCH_EVENT_CREATED, "/c"},
+        {b + 3, WATCH_EVENT_CHILDREN, "/"},   {b + 3, WATCH_EVENT_CHANGED, "/c"},
+        {b + 4, WATCH_EVENT_DELETED, "/a/b"}, {b + 4, WATCH_EVENT_CHILDREN, "/a"},
     };
     struct captured *c = captured_new();
     uint64_t resume = 0;
     assert_int_equal(read_history(e, "/", true, 0, 1000, c, &resume), 0);
     assert_events(c, want, 10);
-    assert_int_equal(resume, 5);
+    assert_int_equal(resume, b + 5);
 
     /* since is exclusive */
     memset(c, 0, sizeof *c);
-    assert_int_equal(read_history(e, "/", true, 2, 1000, c, &resume), 0);
+    assert_int_equal(read_history(e, "/", true, b + 2, 1000, c, &resume), 0);
     assert_events(c, want + 3, 7);
-    assert_int_equal(resume, 5);
+    assert_int_equal(resume, b + 5);
 
     /* nothing after the applied zxid */
     memset(c, 0, sizeof *c);
-    assert_int_equal(read_history(e, "/", true, 5, 1000, c, &resume), 0);
+    assert_int_equal(read_history(e, "/", true, b + 5, 1000, c, &resume), 0);
     assert_int_equal(c->count, 0);
-    assert_int_equal(resume, 5);
+    assert_int_equal(resume, b + 5);
     assert_int_equal(read_history(e, "a", true, 0, 1000, c, &resume), CORRAL_E_BAD_ARGUMENTS);
     assert_int_equal(read_history(e, "/a/", false, 0, 1000, c, &resume), CORRAL_E_BAD_ARGUMENTS);
     assert_int_equal(c->count, 0);
@@ -341,43 +353,44 @@ static void test_engine_history_read__events_of_creates_sets_deletes_and_multi(v
 static void test_engine_history_read__exact_and_recursive_matching(void **state)
 {
     struct engine *e = *state;
-    write1(e, 0, op_create("/a", 0));     /* 1 */
-    write1(e, 0, op_create("/ab", 0));    /* 2 */
-    write1(e, 0, op_create("/a/b", 0));   /* 3 */
-    write1(e, 0, op_create("/a/b/c", 0)); /* 4 */
-    write1(e, 0, op_set("/a", "x"));      /* 5 */
-    write1(e, 0, op_set("/a/b/c", "y"));  /* 6 */
-    write1(e, 0, op_delete("/a/b/c"));    /* 7 */
-    write1(e, 0, op_delete("/ab"));       /* 8 */
-    write1(e, 0, op_delete("/a/b"));      /* 9 */
-    write1(e, 0, op_delete("/a"));        /* 10 */
+    const uint64_t b = noop_zxid(e, 1);
+    assert_int_equal(write1(e, 0, op_create("/a", 0)), b + 1);
+    assert_int_equal(write1(e, 0, op_create("/ab", 0)), b + 2);
+    assert_int_equal(write1(e, 0, op_create("/a/b", 0)), b + 3);
+    assert_int_equal(write1(e, 0, op_create("/a/b/c", 0)), b + 4);
+    assert_int_equal(write1(e, 0, op_set("/a", "x")), b + 5);
+    assert_int_equal(write1(e, 0, op_set("/a/b/c", "y")), b + 6);
+    assert_int_equal(write1(e, 0, op_delete("/a/b/c")), b + 7);
+    assert_int_equal(write1(e, 0, op_delete("/ab")), b + 8);
+    assert_int_equal(write1(e, 0, op_delete("/a/b")), b + 9);
+    assert_int_equal(write1(e, 0, op_delete("/a")), b + 10);
     struct captured *c = captured_new();
     uint64_t resume;
 
     const struct expected_event exact[] = {
-        {1, WATCH_EVENT_CREATED, "/a"},  {3, WATCH_EVENT_CHILDREN, "/a"},
-        {5, WATCH_EVENT_CHANGED, "/a"},  {9, WATCH_EVENT_CHILDREN, "/a"},
-        {10, WATCH_EVENT_DELETED, "/a"},
+        {b + 1, WATCH_EVENT_CREATED, "/a"},  {b + 3, WATCH_EVENT_CHILDREN, "/a"},
+        {b + 5, WATCH_EVENT_CHANGED, "/a"},  {b + 9, WATCH_EVENT_CHILDREN, "/a"},
+        {b + 10, WATCH_EVENT_DELETED, "/a"},
     };
     assert_int_equal(read_history(e, "/a", false, 0, 1000, c, &resume), 0);
     assert_events(c, exact, 5);
-    assert_int_equal(resume, 10);
+    assert_int_equal(resume, b + 10);
 
     const struct expected_event recursive[] = {
-        {1, WATCH_EVENT_CREATED, "/a"},     {3, WATCH_EVENT_CREATED, "/a/b"},
-        {3, WATCH_EVENT_CHILDREN, "/a"},    {4, WATCH_EVENT_CREATED, "/a/b/c"},
-        {4, WATCH_EVENT_CHILDREN, "/a/b"},  {5, WATCH_EVENT_CHANGED, "/a"},
-        {6, WATCH_EVENT_CHANGED, "/a/b/c"}, {7, WATCH_EVENT_DELETED, "/a/b/c"},
-        {7, WATCH_EVENT_CHILDREN, "/a/b"},  {9, WATCH_EVENT_DELETED, "/a/b"},
-        {9, WATCH_EVENT_CHILDREN, "/a"},    {10, WATCH_EVENT_DELETED, "/a"},
+        {b + 1, WATCH_EVENT_CREATED, "/a"},     {b + 3, WATCH_EVENT_CREATED, "/a/b"},
+        {b + 3, WATCH_EVENT_CHILDREN, "/a"},    {b + 4, WATCH_EVENT_CREATED, "/a/b/c"},
+        {b + 4, WATCH_EVENT_CHILDREN, "/a/b"},  {b + 5, WATCH_EVENT_CHANGED, "/a"},
+        {b + 6, WATCH_EVENT_CHANGED, "/a/b/c"}, {b + 7, WATCH_EVENT_DELETED, "/a/b/c"},
+        {b + 7, WATCH_EVENT_CHILDREN, "/a/b"},  {b + 9, WATCH_EVENT_DELETED, "/a/b"},
+        {b + 9, WATCH_EVENT_CHILDREN, "/a"},    {b + 10, WATCH_EVENT_DELETED, "/a"},
     };
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/a", true, 0, 1000, c, &resume), 0);
     assert_events(c, recursive, 12); /* and nothing of /ab */
 
     const struct expected_event ab[] = {
-        {2, WATCH_EVENT_CREATED, "/ab"},
-        {8, WATCH_EVENT_DELETED, "/ab"},
+        {b + 2, WATCH_EVENT_CREATED, "/ab"},
+        {b + 8, WATCH_EVENT_DELETED, "/ab"},
     };
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/ab", true, 0, 1000, c, &resume), 0);
@@ -398,52 +411,54 @@ static void test_engine_history_read__exact_and_recursive_matching(void **state)
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/zzz", true, 0, 1000, c, &resume), 0);
     assert_int_equal(c->count, 0);
-    assert_int_equal(resume, 10);
+    assert_int_equal(resume, b + 10);
     free(c);
 }
 
 static void test_engine_history_read__max_events_never_splits_a_txn(void **state)
 {
     struct engine *e = *state;
+    const uint64_t b = noop_zxid(e, 1);
     struct engine_op multi[] = {op_create("/m1", 0), op_create("/m2", 0), op_create("/m3", 0)};
-    assert_int_equal(write_ops(e, 0, multi, 3), 1); /* 6 events */
-    assert_int_equal(write1(e, 0, op_set("/m1", "a")), 2);
-    assert_int_equal(write1(e, 0, op_set("/m2", "b")), 3);
+    assert_int_equal(write_ops(e, 0, multi, 3), b + 1); /* 6 events */
+    assert_int_equal(write1(e, 0, op_set("/m1", "a")), b + 2);
+    assert_int_equal(write1(e, 0, op_set("/m2", "b")), b + 3);
     struct captured *c = captured_new();
     uint64_t resume = 0;
+    /* the page reads past the no-op (no event) and takes the whole multi after it */
     assert_int_equal(read_history(e, "/", true, 0, 1, c, &resume), 0);
     assert_int_equal(c->count, 6); /* the whole multi, although max is 1 */
     for (size_t i = 0; i < 6; i++)
-        assert_int_equal(c->zxid[i], 1);
-    assert_int_equal(resume, 1);
+        assert_int_equal(c->zxid[i], b + 1);
+    assert_int_equal(resume, b + 1);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/", true, resume, 1, c, &resume), 0);
     assert_int_equal(c->count, 1);
     assert_string_equal(c->path[0], "/m1");
     assert_int_equal(c->type[0], WATCH_EVENT_CHANGED);
-    assert_int_equal(resume, 2);
+    assert_int_equal(resume, b + 2);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/", true, resume, 1, c, &resume), 0);
     assert_int_equal(c->count, 1);
     assert_string_equal(c->path[0], "/m2");
-    assert_int_equal(resume, 3);
+    assert_int_equal(resume, b + 3);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/", true, resume, 1, c, &resume), 0);
     assert_int_equal(c->count, 0);
-    assert_int_equal(resume, 3);
+    assert_int_equal(resume, b + 3);
 
     /* an exact reader of /m2: the page holds the txn of its one event, no more */
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/m2", false, 0, 1, c, &resume), 0);
     assert_int_equal(c->count, 1);
     assert_int_equal(c->type[0], WATCH_EVENT_CREATED);
-    assert_int_equal(resume, 1);
+    assert_int_equal(resume, b + 1);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/m2", false, resume, 1, c, &resume), 0);
     assert_int_equal(c->count, 1);
     assert_int_equal(c->type[0], WATCH_EVENT_CHANGED);
-    assert_int_equal(c->zxid[0], 3);
-    assert_int_equal(resume, 3);
+    assert_int_equal(c->zxid[0], b + 3);
+    assert_int_equal(resume, b + 3);
 
     /* pages of every size put together are the whole history, once each */
     struct captured *all = captured_new();
@@ -461,25 +476,27 @@ static void test_engine_history_read__max_events_never_splits_a_txn(void **state
 
 /* ---- history: from the log ---- */
 
-/* 100 txns: create /w, then 99 sets of /w. Events: 2 at zxid 1, then one per zxid. */
-static void write_hundred(struct engine *e)
+/* 100 txns after zxid b: create /w, then 99 sets of /w. Events: 2 at zxid b + 1, then
+ * one per zxid up to b + 100. */
+static void write_hundred(struct engine *e, uint64_t b)
 {
-    assert_int_equal(write1(e, 0, op_create("/w", 0)), 1);
-    for (int i = 2; i <= 100; i++)
-        assert_int_equal(write1(e, 0, op_set("/w", "x")), (uint64_t)i);
+    assert_int_equal(write1(e, 0, op_create("/w", 0)), b + 1);
+    for (uint64_t i = 2; i <= 100; i++)
+        assert_int_equal(write1(e, 0, op_set("/w", "x")), b + i);
 }
 
-/* The first 101 events are those of write_hundred, in order, once each. */
-static void assert_hundred(const struct captured *c)
+/* The first 101 events are those of write_hundred(e, b), in order, once each. */
+static void assert_hundred(const struct captured *c, uint64_t b)
 {
     const size_t count = 101;
     assert_true(c->count >= count);
-    assert_int_equal(c->zxid[0], 1);
+    assert_int_equal(c->zxid[0], b + 1);
     assert_int_equal(c->type[0], WATCH_EVENT_CREATED);
-    assert_int_equal(c->zxid[1], 1);
+    assert_int_equal(c->zxid[1], b + 1);
     assert_int_equal(c->type[1], WATCH_EVENT_CHILDREN);
     for (size_t i = 2; i < count; i++) {
-        if (c->zxid[i] != i || c->type[i] != WATCH_EVENT_CHANGED || strcmp(c->path[i], "/w") != 0)
+        if (c->zxid[i] != b + i || c->type[i] != WATCH_EVENT_CHANGED ||
+            strcmp(c->path[i], "/w") != 0)
             fail_msg("event %zu: %llu %s %s", i, (unsigned long long)c->zxid[i],
                      watch_event_type_name(c->type[i]), c->path[i]);
     }
@@ -490,38 +507,39 @@ static void test_engine_history_read__from_the_log_when_memory_does_not_reach(vo
     struct engine_options options = {
         .tick_ms = 100, .snapshot_every = 1000000, .history_events = 10};
     struct engine *e = reopen(state, &options);
-    write_hundred(e);
+    const uint64_t b = noop_zxid(e, 2); /* setup's no-op and the reopen's */
+    write_hundred(e, b);
     struct engine_stats stats;
     engine_stats_get(e, &stats);
     assert_int_equal(stats.history_events, 10);
-    assert_int_equal(stats.history_covered_from, 90); /* memory holds 91..100 */
-    assert_int_equal(stats.log_first_zxid, 1);
+    assert_int_equal(stats.history_covered_from, b + 90); /* memory holds b+91..b+100 */
+    assert_int_equal(stats.log_first_zxid, 1);            /* setup's no-op */
 
     struct captured *c = captured_new();
     uint64_t resume = 0;
     assert_int_equal(read_history(e, "/", true, 0, 1000, c, &resume), 0);
     assert_int_equal(c->count, 101);
-    assert_hundred(c);
-    assert_int_equal(resume, 100);
+    assert_hundred(c, b);
+    assert_int_equal(resume, b + 100);
 
     /* paged: pages end inside the log, at its edge and inside memory */
     for (size_t page = 1; page <= 13; page += 4) {
         memset(c, 0, sizeof *c);
         read_paged(e, "/", true, 0, page, c);
         assert_int_equal(c->count, 101);
-        assert_hundred(c);
+        assert_hundred(c, b);
     }
     /* from the middle of the log */
     memset(c, 0, sizeof *c);
-    assert_int_equal(read_history(e, "/w", false, 50, 1000, c, &resume), 0);
+    assert_int_equal(read_history(e, "/w", false, b + 50, 1000, c, &resume), 0);
     assert_int_equal(c->count, 50);
-    assert_int_equal(c->zxid[0], 51);
-    assert_int_equal(c->zxid[49], 100);
+    assert_int_equal(c->zxid[0], b + 51);
+    assert_int_equal(c->zxid[49], b + 100);
     /* right at the edge: all from memory */
     memset(c, 0, sizeof *c);
-    assert_int_equal(read_history(e, "/w", false, 90, 1000, c, &resume), 0);
+    assert_int_equal(read_history(e, "/w", false, b + 90, 1000, c, &resume), 0);
     assert_int_equal(c->count, 10);
-    assert_int_equal(c->zxid[0], 91);
+    assert_int_equal(c->zxid[0], b + 91);
     free(c);
 }
 
@@ -533,6 +551,7 @@ static void test_engine_history_read__memory_edge_inside_a_txn(void **state)
     struct engine_options options = {
         .tick_ms = 100, .snapshot_every = 1000000, .history_events = 10};
     struct engine *e = reopen(state, &options);
+    const uint64_t b = noop_zxid(e, 2); /* txn t is zxid b + t */
     char names[3][16];
     for (int t = 1; t <= 30; t++) {
         struct engine_op ops[3];
@@ -540,11 +559,11 @@ static void test_engine_history_read__memory_edge_inside_a_txn(void **state)
             snprintf(names[k], sizeof names[k], "/t%02d%c", t, 'a' + k);
             ops[k] = op_create(names[k], 0);
         }
-        assert_int_equal(write_ops(e, 0, ops, 3), (uint64_t)t);
+        assert_int_equal(write_ops(e, 0, ops, 3), b + (uint64_t)t);
     }
     struct engine_stats stats;
     engine_stats_get(e, &stats);
-    assert_int_equal(stats.history_covered_from, 29);
+    assert_int_equal(stats.history_covered_from, b + 29);
     assert_int_equal(stats.history_events, 10);
 
     struct captured *c = captured_new();
@@ -553,7 +572,7 @@ static void test_engine_history_read__memory_edge_inside_a_txn(void **state)
         if (page == 0) {
             uint64_t resume;
             assert_int_equal(read_history(e, "/", true, 0, 1000, c, &resume), 0);
-            assert_int_equal(resume, 30);
+            assert_int_equal(resume, b + 30);
         } else {
             read_paged(e, "/", true, 0, page, c);
         }
@@ -565,11 +584,11 @@ static void test_engine_history_read__memory_edge_inside_a_txn(void **state)
                 snprintf(want, sizeof want, "/t%02u%c", t % 100, (char)('a' + (i % 6) / 2));
             else
                 snprintf(want, sizeof want, "/");
-            if (c->zxid[i] != t || strcmp(c->path[i], want) != 0 ||
+            if (c->zxid[i] != b + t || strcmp(c->path[i], want) != 0 ||
                 c->type[i] != (i % 2 == 0 ? WATCH_EVENT_CREATED : WATCH_EVENT_CHILDREN))
                 fail_msg("page %zu, event %zu: %llu %s %s, expected %llu %s", page, i,
                          (unsigned long long)c->zxid[i], watch_event_type_name(c->type[i]),
-                         c->path[i], (unsigned long long)t, want);
+                         c->path[i], (unsigned long long)(b + t), want);
         }
     }
     /* an exact reader of one path of txn 29: one event, from the log */
@@ -577,38 +596,41 @@ static void test_engine_history_read__memory_edge_inside_a_txn(void **state)
     uint64_t resume;
     assert_int_equal(read_history(e, "/t29c", false, 0, 1, c, &resume), 0);
     assert_int_equal(c->count, 1);
-    assert_int_equal(c->zxid[0], 29);
-    assert_int_equal(resume, 29);
+    assert_int_equal(c->zxid[0], b + 29);
+    assert_int_equal(resume, b + 29);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/t29c", false, resume, 1, c, &resume), 0);
     assert_int_equal(c->count, 0);
-    assert_int_equal(resume, 30);
+    assert_int_equal(resume, b + 30);
     free(c);
 }
 
 static void test_engine_history_read__before_a_restart_comes_from_the_log(void **state)
 {
     struct engine *e = *state;
-    write_hundred(e);
+    const uint64_t b = noop_zxid(e, 1);
+    write_hundred(e, b);
     e = reopen(state, NULL);
+    const uint64_t reopened = noop_zxid(e, b + 101); /* the reopen's no-op follows them */
     struct engine_stats stats;
     engine_stats_get(e, &stats);
     assert_int_equal(stats.history_events, 0); /* replayed txns are not news */
-    assert_int_equal(stats.history_covered_from, 100);
-    assert_int_equal(write1(e, 0, op_set("/w", "after")), 101);
+    /* memory starts where the replay ended; the no-op after it has no event to keep */
+    assert_int_equal(stats.history_covered_from, b + 100);
+    assert_int_equal(write1(e, 0, op_set("/w", "after")), reopened + 1);
 
     struct captured *c = captured_new();
     uint64_t resume = 0;
     assert_int_equal(read_history(e, "/", true, 0, 1000, c, &resume), 0);
     assert_int_equal(c->count, 102);
-    assert_hundred(c);
-    assert_int_equal(c->zxid[101], 101);
-    assert_int_equal(resume, 101);
+    assert_hundred(c, b);
+    assert_int_equal(c->zxid[101], reopened + 1);
+    assert_int_equal(resume, reopened + 1);
     memset(c, 0, sizeof *c);
     read_paged(e, "/w", false, 0, 3, c);
     assert_int_equal(c->count, 101); /* without the children event of / */
-    assert_int_equal(c->zxid[0], 1);
-    assert_int_equal(c->zxid[100], 101);
+    assert_int_equal(c->zxid[0], b + 1);
+    assert_int_equal(c->zxid[100], reopened + 1);
     free(c);
 }
 
@@ -620,31 +642,33 @@ static void test_engine_history_read__compacted_once_the_log_is_dropped(void **s
                                      .wal_segment_bytes = 4096,
                                      .history_events = 2};
     struct engine *e = reopen(state, &options);
+    const uint64_t b = noop_zxid(e, 2); /* create /k is b + 1, the sets b + 2 .. b + 301 */
     char data[200];
     memset(data, 'd', sizeof data - 1);
     data[sizeof data - 1] = '\0';
-    write1(e, 0, op_create("/k", 0));
-    for (int i = 0; i < 300; i++)
-        write1(e, 0, op_set("/k", data));
+    assert_int_equal(write1(e, 0, op_create("/k", 0)), b + 1);
+    for (uint64_t i = 0; i < 300; i++)
+        assert_int_equal(write1(e, 0, op_set("/k", data)), b + 2 + i);
     struct engine_stats stats;
     engine_stats_get(e, &stats);
     assert_true(stats.snapshots_written > 0);
-    assert_true(stats.log_first_zxid > 2); /* old segments went */
+    assert_true(stats.log_first_zxid > b + 2); /* old segments went */
     /* memory (the last 2 events) does not reach back to the log's start either */
     assert_true(stats.history_covered_from > stats.log_first_zxid);
 
     struct captured *c = captured_new();
     uint64_t resume = 0;
-    assert_int_equal(read_history(e, "/", true, 1, 1000, c, &resume), CORRAL_E_COMPACTED);
+    assert_int_equal(read_history(e, "/", true, b + 1, 1000, c, &resume), CORRAL_E_COMPACTED);
     assert_int_equal(c->count, 0);
     assert_int_equal(resume, engine_applied_zxid(e));
+    assert_int_equal(resume, b + 301);
     /* from where the log starts, everything is there */
     uint64_t since = stats.log_first_zxid - 1;
     assert_int_equal(read_history(e, "/k", false, since, 1000, c, &resume), 0);
-    assert_int_equal(c->count, 301 - since);
+    assert_int_equal(c->count, b + 301 - since);
     for (size_t i = 0; i < c->count; i++)
         assert_int_equal(c->zxid[i], since + 1 + i);
-    assert_int_equal(resume, 301);
+    assert_int_equal(resume, b + 301);
     memset(c, 0, sizeof *c);
     assert_int_equal(read_history(e, "/k", false, since - 1, 1000, c, &resume), CORRAL_E_COMPACTED);
     free(c);
@@ -725,16 +749,18 @@ static void test_engine_history_wait__woken_at_the_root_and_by_recursive_root(vo
 static void test_engine_zxid_wait__returns_1_when_reached_else_wakes_after_apply(void **state)
 {
     struct engine *e = *state;
-    write1(e, 0, op_create("/z", 0));
+    const uint64_t b = noop_zxid(e, 1);
+    assert_int_equal(write1(e, 0, op_create("/z", 0)), b + 1);
     struct engine_waiter *w = NULL;
     int woken = 0;
     assert_int_equal(engine_zxid_wait(e, 0, on_wake, &woken, &w), 1);
-    assert_int_equal(engine_zxid_wait(e, 1, on_wake, &woken, &w), 1);
+    assert_int_equal(engine_zxid_wait(e, b, on_wake, &woken, &w), 1);
+    assert_int_equal(engine_zxid_wait(e, b + 1, on_wake, &woken, &w), 1);
     assert_null(w);
     int next = 0, later = 0;
     struct engine_waiter *w_next = NULL, *w_later = NULL;
-    assert_int_equal(engine_zxid_wait(e, 2, on_wake, &next, &w_next), 0);
-    assert_int_equal(engine_zxid_wait(e, 3, on_wake, &later, &w_later), 0);
+    assert_int_equal(engine_zxid_wait(e, b + 2, on_wake, &next, &w_next), 0);
+    assert_int_equal(engine_zxid_wait(e, b + 3, on_wake, &later, &w_later), 0);
     assert_non_null(w_next);
     assert_non_null(w_later);
 
