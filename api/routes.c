@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "json_codec.h"
+#include "path.h"
 
 #define ROUTES_ALLOW_ZNODE "GET, HEAD, POST, PUT, DELETE"
 
@@ -110,6 +111,8 @@ static bool routes_method_is(const struct api_request *r, const char *method)
 /* Error about r->path. */
 static void routes_path_error(struct api_request *r, int code, const char *message)
 {
+    if (message == NULL && code == CORRAL_E_BAD_ARGUMENTS && r->path != NULL)
+        message = path_problem(r->path, r->path_length, false);
     api_request_respond_error(r, code, message, r->path, r->path_length, -1);
 }
 
@@ -136,7 +139,7 @@ static void routes_on_done(void *arg, const struct engine_result *res)
             length = r->path_length;
         }
         int index = r->route == API_ROUTE_MULTI ? res->failed_index : -1;
-        api_request_respond_error(r, res->error, NULL, path, length, index);
+        api_request_respond_error(r, res->error, res->message, path, length, index);
         api_request_engine_done(r);
         return;
     }
@@ -213,7 +216,7 @@ static void routes_submit(struct api_request *r, uint64_t session, const struct 
         path = r->path;
         length = r->path_length;
     }
-    api_request_respond_error(r, rc, NULL, path, length, is_multi ? err.failed_index : -1);
+    api_request_respond_error(r, rc, err.message, path, length, is_multi ? err.failed_index : -1);
 }
 
 /* ---- znodes ---- */

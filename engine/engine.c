@@ -98,6 +98,8 @@ static void engine_error_set(struct engine *e, struct engine_result *error, int 
     memset(error, 0, sizeof *error);
     error->error = code;
     error->failed_index = index;
+    error->message = code == CORRAL_E_BAD_ARGUMENTS ? e->error_message : NULL;
+    e->error_message = NULL;
     if (path) {
         if (path_length >= sizeof e->error_path)
             path_length = sizeof e->error_path - 1;
@@ -140,6 +142,13 @@ static bool session_live(struct engine *e, uint64_t id)
 /* Prep of one op. On success fills *op (paths borrowed from the request or from
  * *resolved, which the caller frees) and records the predicted effect in the overlay
  * (with undo). Returns 0 or a negative code. */
+/* Refuses an op as BAD_ARGUMENTS, saying why (static text, reported to the client). */
+static int prep_refuse(struct engine *e, const char *why)
+{
+    e->error_message = why;
+    return CORRAL_E_BAD_ARGUMENTS;
+}
+
 static int prep_one(struct engine *e, uint64_t session_id, const struct engine_op *request,
                     uint64_t index, struct txn_op *op, char **resolved, struct overlay_undo *undo)
 {
@@ -147,13 +156,14 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
     size_t length = request->path_length;
     bool sequential =
         request->type == ENGINE_OP_CREATE && (request->create_flags & ENGINE_CREATE_SEQUENTIAL);
-    if (!path || path_validate(path, length, sequential) != 0)
-        return CORRAL_E_BAD_ARGUMENTS;
+    const char *problem = path_problem(path, length, sequential);
+    if (problem)
+        return prep_refuse(e, problem);
     if (path_is_reserved(path, length))
-        return CORRAL_E_BAD_ARGUMENTS;
+        return prep_refuse(e, "/zookeeper is reserved");
     if ((request->type == ENGINE_OP_CREATE || request->type == ENGINE_OP_SET) &&
         request->data_length > e->options.max_data_bytes)
-        return CORRAL_E_BAD_ARGUMENTS;
+        return prep_refuse(e, "the data is larger than --max-data-bytes");
 
     memset(op, 0, sizeof *op);
     op->version = request->version;
@@ -166,16 +176,16 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
         bool ephemeral = cflags & ENGINE_CREATE_EPHEMERAL;
         bool container = cflags & ENGINE_CREATE_CONTAINER;
         if (request->ttl_ms < 0 || request->ttl_ms > ENGINE_MAX_TTL_MS)
-            return CORRAL_E_BAD_ARGUMENTS;
+            return prep_refuse(e, "ttl_ms must be between 0 and 2^40-1");
         if (container && (ephemeral || sequential || request->ttl_ms > 0))
-            return CORRAL_E_BAD_ARGUMENTS;
+            return prep_refuse(e, "a container cannot be ephemeral, sequential or have a TTL");
         if (ephemeral && request->ttl_ms > 0)
-            return CORRAL_E_BAD_ARGUMENTS;
+            return prep_refuse(e, "an ephemeral node cannot have a TTL");
         if (!sequential && length == 1)
-            return CORRAL_E_BAD_ARGUMENTS; /* the root exists and cannot be created */
+            return prep_refuse(e, "the root exists and cannot be created");
         if (ephemeral) {
             if (session_id == 0)
-                return CORRAL_E_BAD_ARGUMENTS;
+                return prep_refuse(e, "an ephemeral node needs a Corral-Session");
             if (!session_live(e, session_id))
                 return CORRAL_E_SESSION_EXPIRED;
         }
@@ -201,7 +211,7 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
             path = full;
             length += (size_t)digits;
             if (length > PATH_MAX_BYTES)
-                return CORRAL_E_BAD_ARGUMENTS;
+                return prep_refuse(e, "the path is longer than 4096 bytes");
         }
         if (view_get(e, path, length, &view))
             return CORRAL_E_NODE_EXISTS;
@@ -236,7 +246,7 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
         break;
     case ENGINE_OP_DELETE: {
         if (length == 1)
-            return CORRAL_E_BAD_ARGUMENTS;
+            return prep_refuse(e, "the root cannot be deleted");
         if (!view_get(e, path, length, &view))
             return CORRAL_E_NO_NODE;
         if (request->version != -1 && request->version != view.version)

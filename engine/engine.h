@@ -191,6 +191,7 @@ struct engine_result {
     int error;              /* 0 or a negative CORRAL_E_* */
     int failed_index;       /* index of the failing op of a multi, else -1 */
     const char *error_path; /* the path the error is about, or NULL */
+    const char *message;    /* why, in words (static storage), or NULL: the table's */
     uint64_t zxid;          /* the txn's zxid; the applied zxid for sync */
     size_t op_count;
     const struct engine_op_result *ops;

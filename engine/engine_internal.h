@@ -184,6 +184,7 @@ struct engine {
     /* Scratch buffers reused by prep, to keep allocation off the request path. */
     struct bytes scratch_payload;
     char error_path[PATH_MAX_BYTES + PATH_SEQUENTIAL_DIGITS + 1];
+    const char *error_message; /* why prep refused, for engine_error_set */
 };
 
 /* engine.c */

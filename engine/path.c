@@ -49,29 +49,31 @@ static size_t path_utf8_decode(const unsigned char *p, size_t avail, uint32_t *c
     return 0; /* continuation byte, 0xc0/0xc1, or a 4-byte (or longer) lead */
 }
 
-int path_validate(const char *path, size_t length, bool sequential)
+const char *path_problem(const char *path, size_t length, bool sequential)
 {
     const unsigned char *p = (const unsigned char *)path;
     /* The virtual string: path followed by '1' when sequential. */
     size_t n = length + (sequential ? 1 : 0);
     size_t final_length = length + (sequential ? PATH_SEQUENTIAL_DIGITS : 0);
 
-    if (path == NULL || length == 0 || p[0] != '/')
-        return CORRAL_E_BAD_ARGUMENTS;
+    if (path == NULL || length == 0)
+        return "the path is empty";
+    if (p[0] != '/')
+        return "the path must start with /";
     /* The bound holds for the path the node will have, counter included. */
     if (final_length > PATH_MAX_BYTES)
-        return CORRAL_E_BAD_ARGUMENTS;
+        return "the path is longer than 4096 bytes";
     if (n == 1)
-        return 0; /* "/" */
+        return NULL; /* "/" */
     if (!sequential && p[length - 1] == '/')
-        return CORRAL_E_BAD_ARGUMENTS;
+        return "the path must not end with / (except the root)";
 
 #define PATH_AT(i) ((i) < length ? p[(i)] : (unsigned char)'1')
     for (size_t i = 1; i < n;) {
         unsigned char c = PATH_AT(i);
         if (c == '/') {
             if (PATH_AT(i - 1) == '/')
-                return CORRAL_E_BAD_ARGUMENTS; /* empty segment */
+                return "the path has an empty segment (//)";
             i++;
             continue;
         }
@@ -81,23 +83,31 @@ int path_validate(const char *path, size_t length, bool sequential)
             if (end < n && PATH_AT(end) == '.')
                 end++;
             if (end == n || PATH_AT(end) == '/')
-                return CORRAL_E_BAD_ARGUMENTS;
+                return "the path has a . or .. segment";
         }
         if (c < 0x80) {
             if (path_code_point_refused(c))
-                return CORRAL_E_BAD_ARGUMENTS;
+                return "the path contains a control character";
             i++;
             continue;
         }
         /* i < length here: the virtual byte is ASCII. */
         uint32_t cp = 0;
         size_t used = path_utf8_decode(p + i, length - i, &cp);
-        if (used == 0 || path_code_point_refused(cp))
-            return CORRAL_E_BAD_ARGUMENTS;
+        if (used == 0)
+            return "the path is not valid UTF-8, or has a character above U+FFFF";
+        if (path_code_point_refused(cp))
+            return "the path contains a character ZooKeeper refuses (control, surrogate, "
+                   "private use or U+FFF0..U+FFFF)";
         i += used;
     }
 #undef PATH_AT
-    return 0;
+    return NULL;
+}
+
+int path_validate(const char *path, size_t length, bool sequential)
+{
+    return path_problem(path, length, sequential) ? CORRAL_E_BAD_ARGUMENTS : 0;
 }
 
 bool path_is_reserved(const char *path, size_t length)

@@ -21,6 +21,10 @@
  * a trailing "/" is allowed (ZooKeeper: create("/a/", SEQUENTIAL) -> "/a/0000000001"). */
 int path_validate(const char *path, size_t length, bool sequential);
 
+/* Why a path is invalid, in words for the client (static storage), or NULL when it
+ * is valid (path_validate's verdict). */
+const char *path_problem(const char *path, size_t length, bool sequential);
+
 /* True for "/zookeeper" and everything under it: reserved, clients cannot change it. */
 bool path_is_reserved(const char *path, size_t length);
 

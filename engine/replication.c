@@ -32,7 +32,7 @@
  *            | 1 is_multi | 4 op count | ops: 1 type, 4 flags, 4 version, 8 ttl,
  *              4+n path, 4+n data
  *   REPLY    1 version | 8 request id | 4 error (signed) | 4 failed index (signed)
- *            | 4+n error path | 8 zxid | 8 session id | 4 timeout ms | 4 op count
+ *            | 4+n error path | 4+n message | 8 zxid | 8 session id | 4 timeout ms | 4 op count
  *            | ops: 1 type, 4+n path, stat (8 czxid, 8 mzxid, 8 pzxid, 8 ctime,
  *              8 mtime, 4 version, 4 cversion, 4 aversion, 8 owner, 4 length, 4 children)
  *   SESSION  1 version | 4 count | 8 id * count
@@ -87,6 +87,7 @@ struct forward {
     struct engine_op_result *ops; /* owned */
     char *paths;                  /* owned: the ops' paths, NUL-separated */
     char *error_path;             /* owned */
+    char *message;                /* owned */
     struct engine_waiter *apply_waiter;
 };
 
@@ -496,6 +497,7 @@ static int read_index_start(struct engine *e, struct engine_waiter *waiter, uint
 
 static void forward_free(struct forward *f)
 {
+    free(f->message);
     free(f->ops);
     free(f->paths);
     free(f->error_path);
@@ -630,8 +632,9 @@ static void forward_reply_receive(struct engine *e, const uint8_t *data, size_t 
     struct engine_result *res = &f->result;
     res->error = (int32_t)bytes_get_u32(&r);
     res->failed_index = (int32_t)bytes_get_u32(&r);
-    uint32_t path_length;
+    uint32_t path_length, message_length;
     const uint8_t *path = bytes_get_blob(&r, &path_length);
+    const uint8_t *message = bytes_get_blob(&r, &message_length);
     res->zxid = bytes_get_u64(&r);
     res->session_id = bytes_get_u64(&r);
     res->timeout_ms = bytes_get_u32(&r);
@@ -642,6 +645,10 @@ static void forward_reply_receive(struct engine *e, const uint8_t *data, size_t 
     if (path && path_length) {
         f->error_path = strndup((const char *)path, path_length);
         res->error_path = f->error_path;
+    }
+    if (message && message_length) {
+        f->message = strndup((const char *)message, message_length);
+        res->message = f->message;
     }
     f->ops = calloc(op_count ? op_count : 1, sizeof *f->ops);
     f->paths = malloc(length + 1); /* the paths cannot be longer than the message */
@@ -707,6 +714,8 @@ static void reply_encode(struct bytes *b, uint64_t request_id, const struct engi
     bytes_put_u32(b, (uint32_t)res->failed_index);
     const char *path = res->error_path ? res->error_path : "";
     bytes_put_blob(b, path, (uint32_t)strlen(path));
+    const char *message = res->message ? res->message : "";
+    bytes_put_blob(b, message, (uint32_t)strlen(message));
     bytes_put_u64(b, res->zxid);
     bytes_put_u64(b, res->session_id);
     bytes_put_u32(b, res->timeout_ms);
