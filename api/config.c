@@ -93,8 +93,8 @@ void config_defaults(struct config *c)
     c->max_poll_ms = 60000;
     c->min_zxid_wait_ms = 2000;
     c->watch_max_events = 10000;
-    c->history_events = 1000000;
-    c->history_bytes = 134217728;
+    c->history_events = 250000;
+    c->history_bytes = 33554432;
     c->log_level = CONFIG_LOG_INFO;
     c->heartbeat_ms = 50;
     c->election_timeout_ms = 300;

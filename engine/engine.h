@@ -45,12 +45,12 @@ struct engine_options {
     uint32_t min_session_timeout_ms; /* 0 = 2 * tick */
     uint32_t max_session_timeout_ms; /* 0 = 20 * tick */
     uint64_t snapshot_every;         /* txns between snapshots; 0 = 100000 */
-    uint64_t snapshot_log_bytes;     /* or log bytes between snapshots; 0 = 256 MiB */
+    uint64_t snapshot_log_bytes;     /* or log bytes between snapshots; 0 = 64 MiB */
     uint32_t snapshots_keep;         /* snapshot files kept; 0 = 3 */
     uint32_t reap_interval_ms;       /* container/TTL check interval; 0 = 60000 */
     uint64_t wal_segment_bytes;      /* 0 = 64 MiB */
-    uint64_t history_events;         /* events kept in memory; 0 = 1,000,000 */
-    uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 128 MiB */
+    uint64_t history_events;         /* events kept in memory; 0 = 250,000 */
+    uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 32 MiB */
 
     /* Replication. A standalone server is a cluster of one member (member_count 0 or
      * 1): the same Raft code path, in which a durable entry is at once committed. */

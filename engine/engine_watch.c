@@ -21,8 +21,8 @@
 #include "history.h"
 #include "wal.h"
 
-#define ENGINE_DEFAULT_HISTORY_EVENTS 1000000u
-#define ENGINE_DEFAULT_HISTORY_BYTES (128u * 1024u * 1024u)
+#define ENGINE_DEFAULT_HISTORY_EVENTS 250000u
+#define ENGINE_DEFAULT_HISTORY_BYTES (32u * 1024u * 1024u)
 
 enum waiter_kind {
     WAITER_ZXID,

@@ -52,6 +52,7 @@
 
 #define REPLICATION_FORMAT 1
 #define REPLICATION_TRAILING_ENTRIES 10000
+#define REPLICATION_TRAILING_BYTES (16u * 1024u * 1024u)
 #define REPLICATION_TOUCH_FLUSH_MS 100
 
 enum forward_kind {
@@ -439,11 +440,25 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
 
 void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term)
 {
+    /* Entries before the snapshot are kept in memory only so that a follower slightly
+     * behind can catch up without a snapshot: a bounded tail, in entries and in bytes.
+     * A cluster of one has no follower and keeps none. */
+    uint64_t trailing = 0;
+    if (member_count(e) > 1) {
+        uint64_t bytes = 0;
+        while (trailing < REPLICATION_TRAILING_ENTRIES && trailing < index) {
+            const struct raft_entry *entry = raft_entry_at(e->raft, index - trailing);
+            if (!entry || bytes + entry->length > REPLICATION_TRAILING_BYTES)
+                break;
+            bytes += entry->length;
+            trailing++;
+        }
+    }
     struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_TAKEN,
                             .now_ms = engine_now(e),
                             .snapshot_index = index,
                             .snapshot_term = term,
-                            .trailing = REPLICATION_TRAILING_ENTRIES};
+                            .trailing = trailing};
     replication_step(e, &ev);
 }
 
