@@ -956,6 +956,11 @@ static void replication_update_process(struct engine *e, const struct raft_updat
         engine_apply_committed(e, u->commit_index);
     else
         engine_waiters_run(e);
+    /* A follower that learns of a leader when it already holds everything committed
+     * is caught up at once. */
+    if (!e->ready_latch && !replication_is_leader(e) && raft_leader(e->raft) != 0 &&
+        e->applied_index >= raft_commit_index(e->raft))
+        e->ready_latch = true;
 }
 
 /* ---- public entry points ---- */
