@@ -46,6 +46,8 @@ unsigned api_error_status(int code)
         return 503;
     case CORRAL_E_COMPACTED:
         return 410;
+    case CORRAL_E_NO_SPACE:
+        return 507;
     case CORRAL_E_NOT_LEADER:
         return 503;
     case CORRAL_E_NO_ROUTE:

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "engine_internal.h"
 #include "raft.h"
@@ -974,12 +975,33 @@ static void engine_reap(struct engine *e)
     free(victims);
 }
 
+/* Free space in the data dir, checked about once a second: a log write that fails for
+ * lack of space is fatal (the server stops rather than guess), so writes are refused
+ * with a clear answer before that point. Reads go on. */
+static void engine_disk_check(struct engine *e, uint64_t now)
+{
+    if (now < e->next_disk_check_ms)
+        return;
+    e->next_disk_check_ms = now + 1000;
+    struct statvfs st;
+    if (statvfs(e->options.data_dir, &st) != 0)
+        return;
+    bool low = (uint64_t)st.f_bavail * st.f_frsize < e->options.min_free_disk_bytes;
+    if (low != e->disk_low)
+        engine_logf(e, low ? 2 : 1, "%s: %llu MiB free in %s",
+                    low ? "disk nearly full, refusing writes" : "disk space back, accepting writes",
+                    (unsigned long long)((uint64_t)st.f_bavail * st.f_frsize >> 20),
+                    e->options.data_dir);
+    e->disk_low = low;
+}
+
 void engine_tick(struct engine *e)
 {
     replication_tick(e);
     if (e->shutting_down)
         return;
     uint64_t now = engine_now(e);
+    engine_disk_check(e, now);
     /* Only the member that proposes expires sessions and reaps nodes: the leader, once
      * it can propose. Followers' clocks decide nothing (a follower that has not heard
      * from a client does not know that no other member has). */
@@ -1266,6 +1288,8 @@ static void engine_options_defaults(struct engine_options *o)
         o->snapshot_every = ENGINE_DEFAULT_SNAPSHOT_EVERY;
     if (!o->member_id)
         o->member_id = 1;
+    if (!o->min_free_disk_bytes)
+        o->min_free_disk_bytes = 64u * 1024u * 1024u;
     if (!o->snapshot_log_bytes)
         o->snapshot_log_bytes = ENGINE_DEFAULT_SNAPSHOT_LOG_BYTES;
     if (!o->snapshots_keep)
@@ -1351,6 +1375,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     free(replay.entries);
     bytes_free(&replay.payloads);
     session_table_each(&e->sessions, recovery_fresh_timeouts, e);
+    engine_disk_check(e, engine_now(e));
     e->next_session_check_ms = engine_now(e);
     e->next_reap_ms = engine_now(e) + e->options.reap_interval_ms;
     report->zxid = e->applied_index;

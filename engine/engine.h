@@ -51,6 +51,10 @@ struct engine_options {
     uint64_t wal_segment_bytes;      /* 0 = 64 MiB */
     uint64_t history_events;         /* events kept in memory; 0 = 250,000 */
     uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 32 MiB */
+    /* Writes are refused (NO_SPACE) while the data dir's file system has less free
+     * space than this, so that a full disk gives clients an answer instead of a failed
+     * log write. 0 = 64 MiB. */
+    uint64_t min_free_disk_bytes;
 
     /* Replication. A standalone server is a cluster of one member (member_count 0 or
      * 1): the same Raft code path, in which a durable entry is at once committed. */

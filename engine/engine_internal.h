@@ -151,6 +151,8 @@ struct engine {
     uint64_t wal_batches;
     uint64_t wal_records;
 
+    bool disk_low; /* free space under min_free_disk_bytes */
+    uint64_t next_disk_check_ms;
     uint64_t next_session_check_ms;
     uint64_t next_reap_ms;
 

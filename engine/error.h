@@ -32,7 +32,8 @@
     X(NOT_LEADER, 18, "this server is not the leader")                                             \
     X(NO_ROUTE, 19, "no such route")                                                               \
     X(METHOD_NOT_ALLOWED, 20, "method not allowed on this route")                                  \
-    X(NO_WATCHER, 21, "no such watch")
+    X(NO_WATCHER, 21, "no such watch")                                                             \
+    X(NO_SPACE, 22, "the disk is (nearly) full: writes are refused until space is freed")
 
 enum corral_error {
     CORRAL_OK = 0,

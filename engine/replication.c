@@ -1037,6 +1037,8 @@ int replication_can_propose(struct engine *e)
 {
     if (!replication_is_leader(e))
         return CORRAL_E_NOT_LEADER;
+    if (e->disk_low)
+        return CORRAL_E_NO_SPACE;
     if (e->applied_index < e->term_start_index || !raft_has_quorum(e->raft, engine_now(e)))
         return CORRAL_E_NO_QUORUM;
     return 0;
