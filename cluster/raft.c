@@ -27,6 +27,7 @@
 
 #define RAFT_NO_TRUNCATE UINT64_MAX
 #define RAFT_OUT_MAX (8 * RAFT_MAX_MEMBERS) /* messages one step can produce, bounded */
+#define RAFT_PIPELINE 4                     /* APPENDs sent at once to a catching-up peer */
 
 /* The leader's view of one other member (3.5: nextIndex and matchIndex). */
 struct raft_peer {
@@ -288,6 +289,13 @@ static void raft_become_follower(struct raft *r, uint64_t term, uint64_t leader)
 
 static void raft_send_append(struct raft *r, struct raft_peer *p);
 
+/* A snapshot announcement holds back entries for one election timeout at most: the
+ * announcement or its answer may be lost, and then it is sent again. */
+static bool raft_snapshot_busy(const struct raft *r, const struct raft_peer *p)
+{
+    return p->snapshot_pending && r->now_ms < p->snapshot_sent_ms + r->config.election_timeout_ms;
+}
+
 static void raft_broadcast_append(struct raft *r)
 {
     for (uint32_t i = 0; i < r->peer_count; i++)
@@ -366,9 +374,7 @@ static void raft_send_append(struct raft *r, struct raft_peer *p)
 {
     uint64_t prev = p->next_index - 1;
     if (prev < r->log_offset) {
-        uint64_t t = r->config.election_timeout_ms;
-        if ((!p->snapshot_pending || r->now_ms >= p->snapshot_sent_ms + t) &&
-            !r->update->snapshot_needed) {
+        if (!raft_snapshot_busy(r, p) && !r->update->snapshot_needed) {
             struct raft_message *m = raft_message_push(r, RAFT_MSG_SNAPSHOT, p->id);
             if (m) {
                 m->log_index = r->snapshot_index;
@@ -391,7 +397,7 @@ static void raft_send_append(struct raft *r, struct raft_peer *p)
     m->log_term = raft_log_term(r, prev);
     m->commit_index = r->commit_index;
     m->read_round = r->read_round;
-    if (p->snapshot_pending || prev + 1 > raft_log_last(r))
+    if (raft_snapshot_busy(r, p) || prev + 1 > raft_log_last(r))
         return;
     uint32_t max_n = r->config.max_entries_per_message ? r->config.max_entries_per_message : 1024;
     uint64_t max_b = r->config.max_bytes_per_message ? r->config.max_bytes_per_message : 1 << 20;
@@ -679,11 +685,17 @@ static void raft_on_append_response(struct raft *r, const struct raft_message *m
             p->match_index = m->match_index;
             raft_maybe_commit(r);
         }
+        if (p->match_index >= r->log_offset)
+            p->snapshot_pending = false; /* it has what the snapshot would bring */
         if (p->next_index <= p->match_index)
             p->next_index = p->match_index + 1;
-        if (p->next_index <= raft_log_last(r) && !p->snapshot_pending)
+        /* A follower catching up gets a small window of batches in flight, not one
+         * batch per round trip (and disk sync). */
+        for (int k = 0;
+             k < RAFT_PIPELINE && p->next_index <= raft_log_last(r) && !raft_snapshot_busy(r, p);
+             k++)
             raft_send_append(r, p);
-    } else if (!p->snapshot_pending) {
+    } else if (!raft_snapshot_busy(r, p)) {
         /* Back up, using the follower's hint, but never below what is known to match. */
         uint64_t next = p->next_index - 1;
         if (m->match_index + 1 < next)
@@ -701,9 +713,14 @@ static void raft_on_snapshot(struct raft *r, const struct raft_message *m)
     if (r->role == CLUSTER_ROLE_LEADER)
         return;
     raft_leader_heard(r, m->from);
-    if (m->log_index <= r->commit_index) {
-        /* Already past it. If that much is durable here, say so, so the leader moves on;
-         * otherwise the leader's next APPEND sorts it out. */
+    /* Chapter 5 (5.1, InstallSnapshot step 6): a follower whose log already holds the
+     * snapshot's last entry keeps its log: the entries after it may be ones it has
+     * acknowledged, and so counted towards a commit; discarding them would lose
+     * committed entries. Past the commit index, the same holds. */
+    if (m->log_index <= r->commit_index ||
+        (m->log_index > r->log_offset && raft_log_term(r, m->log_index) == m->log_term)) {
+        /* Already has it. If that much is durable here, say so, so the leader moves on;
+         * otherwise the leader asks again later. */
         if (m->log_index <= r->persisted_index) {
             struct raft_message *out = raft_message_push(r, RAFT_MSG_SNAPSHOT_RESPONSE, m->from);
             if (out) {
@@ -916,7 +933,7 @@ static int raft_propose(struct raft *r, const struct raft_event *ev, uint64_t *p
         *proposed_index = raft_log_last(r);
     for (uint32_t i = 0; i < r->peer_count; i++) {
         struct raft_peer *p = &r->peers[i];
-        if (p->next_index == raft_log_last(r) && !p->snapshot_pending)
+        if (p->next_index == raft_log_last(r) && !raft_snapshot_busy(r, p))
             raft_send_append(r, p); /* pipelined: only to peers that are caught up */
     }
     return CLUSTER_OK;

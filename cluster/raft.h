@@ -25,6 +25,26 @@
  * Entries are opaque bytes (the engine's txns). The index of an entry is the zxid;
  * the term is corral's "epoch".
  *
+ * Refinements of this contract made with the implementation (raft.c):
+ *   - PRE_VOTE carries term = the candidate's term + 1 and changes nobody's term; a
+ *     granted PRE_VOTE_RESPONSE echoes that term. A pre-vote is granted only to an
+ *     up-to-date log by a member that has not heard from a leader within T (9.6).
+ *   - role_changed is set when the role or leader_id changed; role, leader_id, term and
+ *     voted_for are always filled in.
+ *   - A cluster of one becomes leader on its first step of any kind.
+ *   - PERSISTED whose (persisted_index, persisted_term) no longer matches the core's log
+ *     (entries since truncated) is ignored as stale.
+ *   - Snapshots: a follower that already holds the announced (index, term) is not asked
+ *     to install (5.1: its later entries may be acknowledged, hence committed); it
+ *     answers SNAPSHOT_RESPONSE once that much is durable. install_snapshot is asked
+ *     only for an index above the follower's commit index; the host then replaces its
+ *     whole log by the snapshot and steps SNAPSHOT_INSTALLED (CLUSTER_E_INVALID if the
+ *     index is not above the commit index), and the core answers the leader. While an
+ *     install is pending (at most 4 election timeouts), APPENDs are not processed.
+ *   - SNAPSHOT_TAKEN must not exceed the commit index (CLUSTER_E_INVALID).
+ *   - Check-quorum (6.2): a leader steps down after an election timeout without hearing
+ *     from a majority; raft_has_quorum says whether it currently has.
+ *
  * Ownership: the core copies what it keeps. Everything an update points to is owned by
  * the core and valid until the next raft_step call on the same core.
  */
