@@ -26,6 +26,7 @@
  */
 #include "transport.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -608,6 +609,39 @@ static int transport_get_fd(int s, int option, int *fd)
     return nn_getsockopt(s, NN_SOL_SOCKET, option, fd, &size);
 }
 
+/* The address our inbox binds. nanomsg's tcp bind takes only "*" or a numeric IPv4/IPv6
+ * literal as its host (1.1.5 answers ENODEV to a DNS name, and even to an interface
+ * name), while connect resolves names. So when our own peer address names a host
+ * ("tcp://corral1:9181", as in docker compose, where every member is given the same
+ * --cluster of service names) we bind every interface on its port instead: the peers
+ * still connect to the name. A numeric address is bound as it is. */
+static void transport_bind_address(const char *address, char *out, size_t size)
+{
+    const char *prefix = "tcp://";
+    size_t prefix_length = strlen(prefix);
+    const char *colon = strrchr(address, ':');
+    snprintf(out, size, "%s", address);
+    if (strncmp(address, prefix, prefix_length) != 0 || colon == NULL ||
+        colon < address + prefix_length)
+        return; /* not tcp, or no port: let nanomsg judge it */
+    const char *host = address + prefix_length;
+    size_t host_length = (size_t)(colon - host);
+    if (host_length >= 2 && host[0] == '[' && host[host_length - 1] == ']') {
+        host++;
+        host_length -= 2;
+    }
+    char literal[64];
+    if (host_length == 0 || host_length >= sizeof literal)
+        return;
+    memcpy(literal, host, host_length);
+    literal[host_length] = '\0';
+    struct in6_addr ip;
+    if (strcmp(literal, "*") == 0 || inet_pton(AF_INET, literal, &ip) == 1 ||
+        inet_pton(AF_INET6, literal, &ip) == 1)
+        return;
+    snprintf(out, size, "%s*%s", prefix, colon);
+}
+
 /* Fails start: frees t now if no uv handle exists yet, else once their close callbacks
  * have run (closed = NULL: the caller never saw t). */
 static int transport_start_fail(struct transport *t, int err)
@@ -679,13 +713,15 @@ int transport_start(const struct transport_options *options, struct transport **
 
     /* nanomsg sockets first: until a uv handle exists, failing is synchronous. */
     int err = 0;
+    char bind_address[sizeof self->address];
+    transport_bind_address(self->address, bind_address, sizeof bind_address);
     t->inbox = nn_socket(AF_SP, NN_PULL);
     if (t->inbox < 0 ||
         transport_set_int(t->inbox, NN_SOL_SOCKET, NN_RCVMAXSIZE, TRANSPORT_RCVMAXSIZE) < 0 ||
         transport_set_int(t->inbox, NN_SOL_SOCKET, NN_RCVBUF, TRANSPORT_SOCKET_BUFFER) < 0 ||
-        nn_bind(t->inbox, self->address) < 0) {
+        nn_bind(t->inbox, bind_address) < 0) {
         err = nn_errno();
-        transport_set_error(error, error_size, "transport: bind", self->address, err);
+        transport_set_error(error, error_size, "transport: bind", bind_address, err);
         return transport_start_fail(t, -err);
     }
     uint32_t peer = 0;
