@@ -404,8 +404,15 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
     if (bytes_get_u8(&r) != REPLICATION_FORMAT)
         return;
     uint64_t index = bytes_get_u64(&r), term = bytes_get_u64(&r);
-    if (r.failed || index <= e->applied_index)
+    if (r.failed || index <= e->applied_index || index <= raft_commit_index(e->raft))
         return; /* old news */
+    if (index != e->install_index || term != e->install_term) {
+        /* Not the snapshot the core was told to expect (the leader took a newer one
+         * meanwhile): the leader announces again and sends the matching bytes. */
+        engine_logf(e, 1, "snapshot at %" PRIu64 " is not the one announced (%" PRIu64 ")",
+                    index, e->install_index);
+        return;
+    }
     if (e->wal_batch_outstanding || e->deferred_head) {
         engine_logf(e, 1,
                     "snapshot at %" PRIu64 " arrived during a log write; the leader "
@@ -430,6 +437,7 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
     e->applied_term = term;
     e->log_bytes_since_snapshot = 0;
     engine_logf(e, 1, "installed the leader's snapshot at zxid %" PRIu64, index);
+    e->install_index = e->install_term = 0;
     struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED,
                             .now_ms = engine_now(e),
                             .snapshot_index = index,
