@@ -962,12 +962,18 @@ static void routes_cluster(struct api_request *r)
         const struct config_member *m = &c->members[i];
         struct engine_member_info info;
         engine_member_info_get(e, m->id, &info);
-        const char *member_role = m->id == id       ? role
-                                  : m->id == leader ? "leader"
-                                  : leader != 0     ? "follower"
-                                                    : "unknown";
-        json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:b}", "id", (json_int_t)m->id, "http", m->http,
-                              "peer", m->peer, "role", member_role, "reachable", info.reachable);
+        /* What this member knows: the leader knows every follower; a follower knows
+         * the leader (followers do not talk to each other). */
+        const char *member_role = m->id == id                      ? role
+                                  : m->id == leader                ? "leader"
+                                  : !info.heard                    ? "unknown"
+                                  : info.reachable && leader == id ? "follower"
+                                                                   : "unknown";
+        json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:o}", "id", (json_int_t)m->id, "http", m->http,
+                              "peer", m->peer, "role", member_role, "reachable",
+                              m->id == id  ? json_true()
+                              : info.heard ? json_boolean(info.reachable)
+                                           : json_null());
         if (o != NULL && strcmp(role, "leader") == 0)
             json_object_set_new(o, "match_zxid", json_integer((json_int_t)info.match_index));
         json_array_append_new(members, o);

@@ -1272,6 +1272,25 @@ static int engine_load_snapshot(struct engine *e, struct engine_recovery_report 
     return rc;
 }
 
+/* mkdir -p: the data dir and any missing parent. */
+static int engine_dir_make(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static void engine_options_defaults(struct engine_options *o)
 {
     if (!o->max_data_bytes)
@@ -1314,7 +1333,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     engine_options_defaults(&e->options);
     uint64_t started = engine_now(e);
     int rc = 0;
-    if (mkdir(e->options.data_dir, 0755) != 0 && errno != EEXIST) {
+    if (engine_dir_make(e->options.data_dir) != 0) {
         engine_logf(e, 3, "cannot create data dir %s: %s", e->options.data_dir, strerror(errno));
         rc = CORRAL_E_IO;
         goto fail;
@@ -1492,7 +1511,14 @@ void engine_member_info_get(const struct engine *e, uint64_t id, struct engine_m
         return;
     }
     out->match_index = raft_match_index(e->raft, id);
-    out->reachable = raft_member_recently_active(e->raft, id, e->host.monotonic_ms(e->host.data));
+    uint64_t heard = 0;
+    for (uint32_t i = 0; i < e->options.member_count && i < ENGINE_MAX_MEMBERS; i++)
+        if (e->options.members[i] == id)
+            heard = e->member_heard_ms[i];
+    uint64_t window =
+        2 * (uint64_t)(e->options.election_timeout_ms ? e->options.election_timeout_ms : 300);
+    out->heard = heard != 0;
+    out->reachable = heard != 0 && e->host.monotonic_ms(e->host.data) - heard < window;
 }
 
 uint32_t engine_max_data_bytes(const struct engine *e)

@@ -138,7 +138,9 @@ uint64_t engine_leader_id(const struct engine *e);
 struct engine_member_info {
     uint64_t id;
     uint64_t match_index;
-    bool reachable;
+    bool heard;     /* this member has ever heard from it (followers do not talk to
+                       each other: a follower knows only about the leader) */
+    bool reachable; /* heard from within two election timeouts */
 };
 void engine_member_info_get(const struct engine *e, uint64_t id, struct engine_member_info *out);
 

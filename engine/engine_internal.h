@@ -182,6 +182,7 @@ struct engine {
     uint64_t install_term;
     bool snapshot_send_in_flight;
     uint64_t next_raft_tick_ms;
+    uint64_t member_heard_ms[ENGINE_MAX_MEMBERS]; /* by position in options.members */
 
     /* Scratch buffers reused by prep, to keep allocation off the request path. */
     struct bytes scratch_payload;

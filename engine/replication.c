@@ -82,6 +82,7 @@ struct forward {
     void *arg;
     struct engine_waiter *read_waiter; /* READ_INDEX: the caller's waiter */
     uint64_t deadline_ms;
+    uint64_t leader; /* the member it was sent to */
     /* Once the reply came: the result, kept until this member applied result.zxid. */
     bool replied;
     struct engine_result result;
@@ -409,8 +410,8 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
     if (index != e->install_index || term != e->install_term) {
         /* Not the snapshot the core was told to expect (the leader took a newer one
          * meanwhile): the leader announces again and sends the matching bytes. */
-        engine_logf(e, 1, "snapshot at %" PRIu64 " is not the one announced (%" PRIu64 ")",
-                    index, e->install_index);
+        engine_logf(e, 1, "snapshot at %" PRIu64 " is not the one announced (%" PRIu64 ")", index,
+                    e->install_index);
         return;
     }
     if (e->wal_batch_outstanding || e->deferred_head) {
@@ -561,8 +562,34 @@ static int forward_send(struct engine *e, struct forward *f, const struct bytes 
         forward_free(f);
         return CORRAL_E_NO_QUORUM;
     }
+    f->leader = leader;
     replication_send(e, leader, ENGINE_CHANNEL_FORWARD, b);
     return 0;
+}
+
+/* The leader changed: requests forwarded to the old one and not answered will never be
+ * answered by it. Their outcome is unknown (the old leader may have logged them and
+ * the new one may commit them), so the client hears TIMEOUT now rather than at the
+ * request deadline. */
+static void forwards_fail_leader_gone(struct engine *e, uint64_t leader)
+{
+    for (struct forward *f = e->forwards, *next; f; f = next) {
+        next = f->next;
+        if (f->replied || f->leader == leader)
+            continue;
+        forward_unlink(e, f);
+        if (f->kind == FORWARD_READ_INDEX) {
+            if (f->read_waiter)
+                engine_waiter_fail(e, f->read_waiter, CORRAL_E_NO_QUORUM);
+        } else if (f->done) {
+            struct engine_result res = {.error = CORRAL_E_TIMEOUT,
+                                        .failed_index = -1,
+                                        .message = "the leader changed before it answered; "
+                                                   "the write may or may not have happened"};
+            f->done(f->arg, &res);
+        }
+        forward_free(f);
+    }
 }
 
 static void forward_header(struct bytes *b, enum forward_kind kind, uint64_t id,
@@ -913,6 +940,7 @@ static void sessions_receive(struct engine *e, const uint8_t *data, size_t lengt
 
 static void replication_role_changed(struct engine *e, const struct raft_update *u)
 {
+    forwards_fail_leader_gone(e, u->leader_id);
     engine_prep_reset(e);
     e->ready_latch = false;
     if (u->role == CLUSTER_ROLE_LEADER) {
@@ -976,6 +1004,9 @@ static void replication_update_process(struct engine *e, const struct raft_updat
 void engine_receive(struct engine *e, uint64_t from, enum engine_channel channel, const void *bytes,
                     size_t length)
 {
+    for (uint32_t i = 0; i < e->options.member_count && i < ENGINE_MAX_MEMBERS; i++)
+        if (e->options.members[i] == from)
+            e->member_heard_ms[i] = engine_now(e);
     switch (channel) {
     case ENGINE_CHANNEL_RAFT: {
         struct raft_message m;

@@ -202,12 +202,8 @@ class ThreeMembers(ClusterCase):
         for i in infos.values():
             self.assertLessEqual(i["commit_zxid"], lv["commit_zxid"] + 0)
 
-    @unittest.expectedFailure
     def test_follower_sees_its_leader_reachable(self):
-        # BUG: on a follower, GET /v1/cluster reports every other member, including the
-        # leader whose heartbeats it receives every 50 ms, as "reachable": false
-        # (raft_member_recently_active answers only on the leader). Repro: start a
-        # 3-member cluster, GET /v1/cluster on a follower: members[leader].reachable false.
+        # A follower hears the leader's heartbeats: the leader is reachable from it.
         leader, followers = self.leader_and_followers()
         for f in followers:
             info = f.client().cluster().body
