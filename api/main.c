@@ -38,6 +38,7 @@ struct corrald {
     struct api_server *server;
     struct transport *transport; /* quorum mode only */
     uv_timer_t tick_timer;
+    uv_check_t flush_check; /* end of every loop turn: start the batched log write */
     uv_timer_t shutdown_timer;
     uv_signal_t sigterm;
     uv_signal_t sigint;
@@ -205,6 +206,13 @@ static void corrald_on_tick(uv_timer_t *t)
     engine_tick(d->engine);
 }
 
+static void corrald_on_flush(uv_check_t *c)
+{
+    struct corrald *d = c->data;
+    if (d->engine != NULL)
+        engine_flush(d->engine);
+}
+
 static void corrald_on_server_closed(void *arg)
 {
     struct corrald *d = arg;
@@ -214,6 +222,7 @@ static void corrald_on_server_closed(void *arg)
     if (d->transport != NULL)
         transport_stop(d->transport, corrald_on_transport_closed, d);
     uv_close((uv_handle_t *)&d->tick_timer, NULL);
+    uv_close((uv_handle_t *)&d->flush_check, NULL);
     uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -317,6 +326,7 @@ int main(int argc, char **argv)
         .run_blocking = corrald_run_blocking,
         .log = corrald_log,
         .send = d->config.member_count > 1 ? corrald_send : NULL,
+        .flush_at_loop_end = true,
     };
     if (d->config.member_count > 1 && corrald_transport_start(d, error, sizeof error) != 0) {
         corrald_log(d, 3, error);
@@ -355,6 +365,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    uv_check_init(d->loop, &d->flush_check);
+    d->flush_check.data = d;
+    uv_check_start(&d->flush_check, corrald_on_flush);
     uv_timer_init(d->loop, &d->tick_timer);
     d->tick_timer.data = d;
     uv_timer_start(&d->tick_timer, corrald_on_tick, CORRALD_TICK_MS, CORRALD_TICK_MS);

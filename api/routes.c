@@ -986,6 +986,24 @@ static void routes_cluster(struct api_request *r)
     api_request_respond(r, 200, o);
 }
 
+/* GET /v1/stats: the server's counters, in the spirit of ZooKeeper's `mntr`. */
+static void routes_stats(struct api_request *r)
+{
+    struct engine_stats st;
+    engine_stats_get(api_server_engine(r->server), &st);
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
+        (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal_sync_us, "sessions",
+        (json_int_t)st.sessions, "data_bytes", (json_int_t)st.data_bytes, "wal_batches",
+        (json_int_t)st.wal_batches, "wal_records", (json_int_t)st.wal_records, "snapshots_written",
+        (json_int_t)st.snapshots_written, "last_snapshot_zxid", (json_int_t)st.last_snapshot_zxid,
+        "writes_in_flight", (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches,
+        "parked_waiters", (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events,
+        "history_bytes", (json_int_t)st.history_bytes, "history_covered_from",
+        (json_int_t)st.history_covered_from, "log_first_zxid", (json_int_t)st.log_first_zxid);
+    api_request_respond(r, 200, o);
+}
+
 static void routes_health(struct api_request *r)
 {
     if (api_server_shutting_down(r->server))
@@ -1087,7 +1105,12 @@ void routes_dispatch(struct api_request *r)
     if (!routes_min_zxid_check(r) || !routes_session_header(r, &session))
         return;
 
-    if (n == strlen("/health") && memcmp(url, "/health", n) == 0) {
+    if (n == strlen("/v1/stats") && memcmp(url, "/v1/stats", n) == 0) {
+        if (routes_method_is(r, "GET"))
+            routes_stats(r);
+        else
+            routes_method_not_allowed(r, "GET");
+    } else if (n == strlen("/health") && memcmp(url, "/health", n) == 0) {
         if (routes_method_is(r, "GET"))
             routes_health(r);
         else

@@ -85,7 +85,15 @@ struct engine_host {
      * protocols retry). NULL for a standalone server. */
     void (*send)(void *data, uint64_t to, enum engine_channel channel, const void *bytes,
                  size_t length);
+    /* When true, the engine starts a log write only from engine_flush, which the host
+     * calls once at the end of every loop turn (libuv's check phase): all writes that
+     * arrived in that turn then share one fdatasync. When false (tests), it starts one
+     * as soon as something is appended. */
+    bool flush_at_loop_end;
 };
+
+/* Starts the next log write if one is due (see engine_host.flush_at_loop_end). */
+void engine_flush(struct engine *e);
 
 /* What recovery found, for the operator. */
 struct engine_recovery_report {
@@ -317,6 +325,7 @@ struct engine_stats {
     uint64_t data_bytes;
     uint64_t wal_batches;
     uint64_t wal_records;
+    uint64_t wal_sync_us; /* summed time of WAL batches (write + fdatasync + handoffs) */
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
     uint64_t writes_in_flight;

@@ -150,6 +150,7 @@ struct engine {
     uint64_t snapshots_written;
     uint64_t wal_batches;
     uint64_t wal_records;
+    uint64_t wal_sync_us; /* summed time of WAL batches, queue to completion */
 
     bool disk_low; /* free space under min_free_disk_bytes */
     uint64_t next_disk_check_ms;
