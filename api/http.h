@@ -78,9 +78,10 @@ struct api_request {
     struct engine_waiter *waiter; /* owned by the engine; NULL once woken or cancelled */
     struct http_park *park;       /* timer + disconnect watch; owned by http.c */
     void (*park_finish)(struct api_request *r, bool timed_out);
-    uint64_t park_since;    /* routes.c's memory across a park (e.g. the watch's since) */
-    int park_status;        /* set by the engine before it wakes a linearizable wait */
-    bool linearizable_done; /* the read index was reached: read now */
+    uint64_t park_since;      /* routes.c's memory across a park (e.g. the watch's since) */
+    int park_status;          /* set by the engine before it wakes a linearizable wait */
+    bool linearizable_done;   /* the read index was reached: read now */
+    bool session_revalidated; /* caught up with the leader to look for its session */
     uint64_t park_deadline_ms;
 };
 

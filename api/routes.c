@@ -273,6 +273,7 @@ static void routes_events_piggyback(struct api_request *r, uint64_t session, jso
 }
 
 static void routes_redispatch(struct api_request *r, bool timed_out);
+static bool routes_session_known(struct api_request *r, uint64_t id);
 
 /* FIFO: a read of a session waits until the session's earlier writes are applied, so
  * it sees them (ZooKeeper applies a session's requests in order). Returns true when r
@@ -921,6 +922,8 @@ static void routes_sessions(struct api_request *r, const char *rest, size_t n)
                                   "not a session id (1 to 16 hex digits)", NULL, 0, -1);
         return;
     }
+    if (!routes_session_known(r, id))
+        return;
     if (what == KEEPALIVE) {
         int rc = engine_session_touch(e, id);
         if (rc != 0)
@@ -1071,6 +1074,33 @@ static void routes_redispatch(struct api_request *r, bool timed_out)
     routes_dispatch(r);
 }
 
+static void routes_session_revalidated(struct api_request *r, bool timed_out)
+{
+    r->session_revalidated = true; /* once: after this, unknown means unknown */
+    routes_redispatch(r, timed_out);
+}
+
+/* A session this member does not know may be one that was just opened through another
+ * member, whose txn has not reached this one yet (a client may move its session to
+ * any member). Before saying SESSION_EXPIRED, a member that does not lead catches up
+ * with the leader's commit (a read index) and looks again, as ZooKeeper revalidates a
+ * session that reconnects to another server. Returns false when r was parked. */
+static bool routes_session_known(struct api_request *r, uint64_t id)
+{
+    struct engine *e = api_server_engine(r->server);
+    struct engine_session_info info;
+    if (r->session_revalidated || engine_session_info_get(e, id, &info) == 0 ||
+        engine_leader_id(e) == engine_member_id(e) || engine_leader_id(e) == 0)
+        return true;
+    struct engine_waiter *w = NULL;
+    int rc = engine_linearizable_wait(e, &r->park_status, api_request_on_wake, r, &w);
+    if (rc != 0) /* 1: already at the read point; <0: the check below answers */
+        return true;
+    api_request_park(r, w, api_server_config(r->server)->request_timeout_ms,
+                     routes_session_revalidated);
+    return false;
+}
+
 /* Corral-Session: an unknown session stops the request before anything happens;
  * a known one is touched (any request keeps its session alive). */
 static bool routes_session_header(struct api_request *r, uint64_t *session)
@@ -1085,6 +1115,8 @@ static bool routes_session_header(struct api_request *r, uint64_t *session)
                                   NULL, 0, -1);
         return false;
     }
+    if (!routes_session_known(r, id))
+        return false;
     int rc = engine_session_touch(api_server_engine(r->server), id);
     if (rc != 0) {
         api_request_respond_error(r, rc, NULL, NULL, 0, -1);
