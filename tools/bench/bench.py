@@ -681,6 +681,13 @@ def machine_info():
             "fs": fs_type(ARGS.work_dir)}
 
 
+def on_signal(signum, frame):
+    # run the finally blocks, which stop every server this run started
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     main()

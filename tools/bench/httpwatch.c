@@ -127,7 +127,7 @@ int main(int argc, char **argv)
         snprintf(set_req, sizeof set_req,
                  "PUT /v1/znodes/bench/w HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"data\":\"%s\"}",
-                 12 + 100, value);
+                 (int)strlen("{\"data\":\"\"}") + 100, value);
     }
     int ep = epoll_create1(0);
     conn_t *cs = calloc(nwatch + 1, sizeof *cs); /* cs[nwatch] is the writer */
