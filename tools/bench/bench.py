@@ -616,7 +616,7 @@ def main():
         cfg = dict(seconds=10, reps=3, sweep=[8, 32, 128], sweep_seconds=5, sweep_reps=2,
                    conc=64, warmup=8, cluster_passes=2, fsync_n=5000,
                    watchers=[1, 1000, 10000], watch_rounds={1: 200, 1000: 10, 10000: 5},
-                   w7_nodes=1000000, quiet_wait=15)
+                   w7_nodes=1000000, quiet_wait=10)
     CFG = cfg
     day = datetime.datetime.now().strftime("%Y-%m-%d")
     outdir = ARGS.out or os.path.join(HERE, "results", day + ("-quick" if ARGS.quick else ""))

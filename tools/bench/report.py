@@ -256,7 +256,7 @@ def plot(dat, outdir):
                 if w == wl:
                     f.write(f"{c} " + " ".join(f"{v:.0f}" if v else "-" for v in vals) + "\n")
             f.write("\n\n")
-    if not shutil.which("gnuplot"):
+    if not shutil.which("gnuplot") or not any(v for _, _, vals in dat for v in vals):
         return
     script = f"""
 set terminal pngcairo size 1500,480 font ",10"

@@ -63,10 +63,11 @@ def corral_ready(port, n):
 
 
 def etcd_ready(port, n):
-    last = n - 1
+    # etcd serves nothing before it has replayed its whole log, and a few indexes of
+    # etcdfill.lua may be missing, so any key tells it is back
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        c.request("GET", f"/v2/keys/mem/p{last // 1000}/n{last % 1000}")
+        c.request("GET", "/v2/keys/mem/p1")
         return c.getresponse().status == 200
     except OSError:
         return False
@@ -76,8 +77,9 @@ def jcmd_heap_used_kib(pid):
     subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, timeout=300)
     out = subprocess.run(["jcmd", str(pid), "GC.heap_info"], capture_output=True, text=True,
                          timeout=60).stdout
-    m = re.search(r"total (\d+)K, used (\d+)K", out)
-    return int(m.group(2)) if m else None
+    # one "total NK, used MK" line per generation (Serial: new + tenured; G1: one heap)
+    used = [int(u) for _, u in re.findall(r"total (\d+)K, used (\d+)K", out)]
+    return sum(used) if used else None
 
 
 def run(B, cfg, args):
@@ -105,7 +107,7 @@ def run(B, cfg, args):
                                              f"http://127.0.0.1:{s.port}", "--", str(n)], 1),
                                    capture_output=True, text=True, timeout=4000)
                 r = B.parse_result(p.stdout) or {}
-                if r.get("created") != n:
+                if r.get("created", 0) < n:
                     raise RuntimeError(f"etcd fill: {p.stdout[-300:]} {p.stderr[-300:]}")
             rec["load_s"] = time.monotonic() - t0
             time.sleep(2)
