@@ -183,6 +183,11 @@ static int corrald_transport_start(struct corrald *d, char *error, size_t error_
         .member_count = d->config.member_count,
         .on_receive = corrald_on_peer_message,
         .arg = d,
+        /* A snapshot for a lagging member travels as one message: the queue must hold
+         * it whole while the pipe drains (1,000,000 small znodes make ~165 MB). Raft's
+         * own messages are small and resent, so stale ones queued for a member that is
+         * down cost memory, not correctness. */
+        .queue_limit_bytes = (size_t)512 * 1024 * 1024,
     };
     for (uint32_t i = 0; i < d->config.member_count; i++) {
         to.members[i].id = d->config.members[i].id;

@@ -491,7 +491,18 @@ void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term)
                             .snapshot_index = index,
                             .snapshot_term = term,
                             .trailing = trailing};
-    replication_step(e, &ev);
+    struct raft_update u;
+    int rc = raft_step(e->raft, &ev, &u, NULL);
+    if (rc != CLUSTER_OK) {
+        engine_logf(e, 2, "the consensus core refused snapshot %" PRIu64 " (term %" PRIu64
+                          "): %d",
+                    index, term, rc);
+        return;
+    }
+    engine_logf(e, 0, "log in memory now starts after zxid %" PRIu64 " (snapshot %" PRIu64
+                      ", %" PRIu64 " trailing entries kept)",
+                index - trailing, index, trailing);
+    replication_update_process(e, &u);
 }
 
 /* ---- read index ---- */
