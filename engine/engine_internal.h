@@ -254,6 +254,10 @@ void engine_waiters_run(struct engine *e);
  * set to it and cleared when it is cancelled, armed or failed. */
 struct engine_waiter *engine_waiter_pending_new(int *status, engine_wake_fn wake, void *arg,
                                                 struct engine_waiter **owner);
+/* Records the one pointer (outside the waiter lists) that refers to a pending waiter:
+ * cancelling, arming or failing the waiter clears it, so that nothing is left holding
+ * a freed waiter (the HTTP side cancels on timeout or disconnect). */
+void engine_waiter_owner_set(struct engine_waiter *w, struct engine_waiter **owner);
 /* Gives a waiter its target zxid (wakes it at once when already applied). */
 void engine_waiter_arm(struct engine *e, struct engine_waiter *w, uint64_t zxid);
 /* A waiter woken before its wait call returned: unqueues and frees it, true. */

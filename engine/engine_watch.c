@@ -320,6 +320,13 @@ struct engine_waiter *engine_waiter_pending_new(int *status, engine_wake_fn wake
     return w;
 }
 
+void engine_waiter_owner_set(struct engine_waiter *w, struct engine_waiter **owner)
+{
+    w->owner = owner;
+    if (owner)
+        *owner = w;
+}
+
 void engine_waiter_arm(struct engine *e, struct engine_waiter *w, uint64_t zxid)
 {
     if (w->owner) {

@@ -494,13 +494,13 @@ void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term)
     struct raft_update u;
     int rc = raft_step(e->raft, &ev, &u, NULL);
     if (rc != CLUSTER_OK) {
-        engine_logf(e, 2, "the consensus core refused snapshot %" PRIu64 " (term %" PRIu64
-                          "): %d",
+        engine_logf(e, 2, "the consensus core refused snapshot %" PRIu64 " (term %" PRIu64 "): %d",
                     index, term, rc);
         return;
     }
-    engine_logf(e, 0, "log in memory now starts after zxid %" PRIu64 " (snapshot %" PRIu64
-                      ", %" PRIu64 " trailing entries kept)",
+    engine_logf(e, 0,
+                "log in memory now starts after zxid %" PRIu64 " (snapshot %" PRIu64 ", %" PRIu64
+                " trailing entries kept)",
                 index - trailing, index, trailing);
     replication_update_process(e, &u);
 }
@@ -544,7 +544,8 @@ static int read_index_start(struct engine *e, struct engine_waiter *waiter, uint
     p->request_id = request_id;
     p->next = e->reads;
     e->reads = p;
-    p->waiter = waiter;
+    if (waiter)
+        engine_waiter_owner_set(waiter, &p->waiter);
     struct raft_event ev = {
         .type = RAFT_EVENT_READ_INDEX, .now_ms = engine_now(e), .read_id = p->read_id};
     replication_step(e, &ev);
@@ -555,6 +556,8 @@ static int read_index_start(struct engine *e, struct engine_waiter *waiter, uint
 
 static void forward_free(struct forward *f)
 {
+    if (f->read_waiter) /* it outlives f (the caller cancels it): forget where it was */
+        engine_waiter_owner_set(f->read_waiter, NULL);
     free(f->message);
     free(f->ops);
     free(f->paths);
@@ -1091,7 +1094,7 @@ int engine_linearizable_wait(struct engine *e, int *status, engine_wake_fn wake,
         if (!f) {
             rc = CORRAL_E_NO_MEMORY;
         } else {
-            f->read_waiter = w;
+            engine_waiter_owner_set(w, &f->read_waiter);
             struct bytes b = {0};
             forward_header(&b, FORWARD_READ_INDEX, f->id, 0, 0);
             rc = forward_send(e, f, &b);
