@@ -1,8 +1,11 @@
 #!/bin/sh
-# run_canaries.sh: shows that tests/sim catches each bug planted by -DCORRAL_CANARY=N.
+# run_canaries.sh: shows that the tests catch each bug planted by -DCORRAL_CANARY=N.
 # Builds canaries 1..4 in their own build dirs (build-canary-N under the given dir, by
 # default the source tree), runs `sim` with the budget below, and fails unless every
-# canary makes the sim report a FAIL. Not part of ctest (it builds); run by hand or in CI:
+# canary makes the sim report a FAIL. Canary 5 (followers expire sessions) lives in the
+# engine, outside the simulated core: it is shown caught by the real-process cluster
+# test (tests/e2e/test_cluster.py must fail). Not part of ctest (it builds); run by hand
+# or in CI:
 #   tests/sim/run_canaries.sh [build-root]
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,4 +25,14 @@ for n in 1 2 3 4; do
         status=1
     fi
 done
+dir=$root/build-canary-5
+cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_CANARY=5 -DBUILD_TESTING=OFF >/dev/null
+cmake --build "$dir" --target corrald -j2 >/dev/null
+mkdir -p "$dir/testdata"
+if CORRALD="$dir/corrald" CORRAL_TEST_DIR="$dir/testdata" /usr/bin/python3 "$src/tests/e2e/test_cluster.py" >"$dir/test_cluster.log" 2>&1; then
+    echo "canary 5 NOT caught by tests/e2e/test_cluster.py"
+    status=1
+else
+    echo "canary 5 caught: $(grep -m1 '^FAIL:' "$dir/test_cluster.log")"
+fi
 exit $status
