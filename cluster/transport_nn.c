@@ -88,7 +88,16 @@ struct transport_frame {
     void *msg; /* from nn_allocmsg; owned by the queue until nn_send succeeds with it */
     size_t size;
     uint64_t message_id;
+    uint64_t queued_ms; /* uv_now when queued */
+    uint8_t channel;
 };
+
+/* A queued protocol message older than this is dropped rather than sent: for a member
+ * that is down, the queue would otherwise hand it a backlog of stale heartbeats and
+ * appends when it comes back, which the protocols resend anyway (and which would keep
+ * a far-behind member from being sent the snapshot it needs). Snapshot bytes are never
+ * aged out: they are big and slow by nature. */
+#define TRANSPORT_STALE_MS 1000
 
 struct transport_peer {
     struct transport *t;
@@ -262,6 +271,14 @@ static void transport_queue_drop_oldest(struct transport *t, struct transport_pe
     t->stats.messages_dropped++;
 }
 
+static void transport_queue_drop_stale(struct transport *t, struct transport_peer *p)
+{
+    uint64_t now = uv_now(t->loop);
+    while (p->head != NULL && p->head->channel != TRANSPORT_CHANNEL_SNAPSHOT &&
+           now - p->head->queued_ms > TRANSPORT_STALE_MS)
+        transport_queue_drop_oldest(t, p);
+}
+
 static void transport_queue_clear(struct transport_peer *p)
 {
     while (p->head != NULL) {
@@ -292,6 +309,7 @@ static void transport_peer_watch(struct transport_peer *p)
 /* Hands queued frames to nanomsg until its pipe is full (EAGAIN) or the queue is empty. */
 static void transport_peer_flush(struct transport *t, struct transport_peer *p)
 {
+    transport_queue_drop_stale(t, p);
     while (p->head != NULL) {
         struct transport_frame *f = p->head;
         if (nn_send(p->push, &f->msg, NN_MSG, NN_DONTWAIT) < 0) {
@@ -341,8 +359,12 @@ static void transport_queue_append(struct transport *t, struct transport_peer *p
         t->stats.messages_dropped++;
         return;
     }
+    transport_queue_drop_stale(t, p);
     while (p->head != NULL && p->queued_bytes + bytes > t->queue_limit)
         transport_queue_drop_oldest(t, p);
+    uint64_t now = uv_now(t->loop);
+    for (struct transport_frame *f = first; f != NULL; f = f->next)
+        f->queued_ms = now;
     if (p->tail != NULL)
         p->tail->next = first;
     else
@@ -817,6 +839,7 @@ int transport_send(struct transport *t, uint64_t to, enum transport_channel chan
         f->msg = msg;
         f->size = size;
         f->message_id = message_id;
+        f->channel = (uint8_t)channel;
         transport_queue_append(t, p, f, f, size);
         transport_peer_watch(p);
         return 0;
@@ -840,6 +863,7 @@ int transport_send(struct transport *t, uint64_t to, enum transport_channel chan
             return -ENOMEM;
         }
         f->message_id = message_id;
+        f->channel = (uint8_t)channel;
         if (last != NULL)
             last->next = f;
         else

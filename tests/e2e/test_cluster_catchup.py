@@ -126,8 +126,10 @@ class Catchup(unittest.TestCase):
                 self.assertEqual(node(c, p), ref[p], "member %d, %s" % (mid, p))
         self.assertEqual(ref["/cu/hot0"]["data"], "h0-%d" % (SINGLE_WRITES // WRITERS))
         installed = lagger.log_lines(r"installed the leader's snapshot")
-        print("catch-up path: %s" % (installed or "log replay (no snapshot install; see "
-                                     "test_snapshot_install_when_log_compacted)"), flush=True)
+        print("catch-up path: %s" % installed, flush=True)
+        # The leader no longer holds the entries the lagger missed: only a snapshot
+        # install can have brought it back.
+        self.assertTrue(installed, "the lagging member caught up without a snapshot install")
         # The caught-up member works as a follower afterwards.
         r = clients[lagger.id].create("/cu/after", "x")
         self.assertEqual(r.status, 201, r)
@@ -174,9 +176,10 @@ class Catchup(unittest.TestCase):
         lagger.start()
         cl.wait_healthy(timeout=120)
         self.assertEqual(cl.wait_same_zxid(timeout=60), leader.info()["zxid"])
-        print("\ncatch-up path: %s" % (lagger.log_lines(r"installed the leader's snapshot")
-                                       or "log replay from entry %d"
-                                       % (lagger_zxid + 1)), flush=True)
+        installed = lagger.log_lines(r"installed the leader's snapshot")
+        print("\ncatch-up path: %s" % installed, flush=True)
+        self.assertTrue(installed, "caught up from entry %d without a snapshot install"
+                        % (lagger_zxid + 1))
         for m in cl:
             for t in range(WRITERS):
                 self.assertEqual(m.client().get("/si/%d" % t).body["data"],
