@@ -726,6 +726,24 @@ struct close_paths {
     size_t capacity;
 };
 
+/* Appends a copy of path. Returns 0 or CORRAL_E_NO_MEMORY. */
+static int close_paths_push(struct close_paths *c, const char *path)
+{
+    if (c->count == c->capacity) {
+        size_t capacity = c->capacity ? c->capacity * 2 : 8;
+        char **grown = realloc(c->paths, capacity * sizeof *grown);
+        if (!grown)
+            return CORRAL_E_NO_MEMORY;
+        c->paths = grown;
+        c->capacity = capacity;
+    }
+    char *copy = strdup(path); /* owned by c: close_paths_free */
+    if (!copy)
+        return CORRAL_E_NO_MEMORY;
+    c->paths[c->count++] = copy;
+    return 0;
+}
+
 static void close_paths_free(struct close_paths *c)
 {
     for (size_t i = 0; i < c->count; i++)
@@ -750,20 +768,8 @@ static int close_prep_ephemerals(struct engine *e, struct session *s, uint64_t i
         struct overlay_entry *entry = overlay_find(&e->overlay, path, length);
         if (entry && (!entry->view.exists || entry->view.ephemeral_owner != s->id))
             continue; /* deleted (or deleted and re-created by someone else) in flight */
-        char *copy = strdup(path);
-        if (!copy)
+        if (close_paths_push(out, path) != 0)
             return CORRAL_E_NO_MEMORY;
-        if (out->count == out->capacity) {
-            size_t capacity = out->capacity ? out->capacity * 2 : 8;
-            char **grown = realloc(out->paths, capacity * sizeof *grown);
-            if (!grown) {
-                free(copy);
-                return CORRAL_E_NO_MEMORY;
-            }
-            out->paths = grown;
-            out->capacity = capacity;
-        }
-        out->paths[out->count++] = copy;
     }
     size_t from_tree = out->count;
     for (size_t b = 0; b < e->overlay.bucket_count; b++) {
@@ -772,20 +778,8 @@ static int close_prep_ephemerals(struct engine *e, struct session *s, uint64_t i
                 continue;
             if (tree_lookup(e->tree, entry->path, entry->path_length))
                 continue; /* already a candidate from the tree */
-            char *copy = strdup(entry->path);
-            if (!copy)
+            if (close_paths_push(out, entry->path) != 0)
                 return CORRAL_E_NO_MEMORY;
-            if (out->count == out->capacity) {
-                size_t capacity = out->capacity ? out->capacity * 2 : 8;
-                char **grown = realloc(out->paths, capacity * sizeof *grown);
-                if (!grown) {
-                    free(copy);
-                    return CORRAL_E_NO_MEMORY;
-                }
-                out->paths = grown;
-                out->capacity = capacity;
-            }
-            out->paths[out->count++] = copy;
         }
     }
     /* In-flight creates were collected in hash order: sort those by path so that the

@@ -154,18 +154,23 @@ static void index_remove(struct waiter_index *x, struct engine_waiter *w)
 
 /* ---- waking ---- */
 
+static void zxid_list_remove(struct engine *e, struct engine_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        e->zxid_waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->armed = false;
+}
+
 static void wake_queue(struct engine *e, struct engine_waiter *w)
 {
     if (w->queued)
         return;
     if (w->kind == WAITER_ZXID && w->armed) {
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            e->zxid_waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-        w->armed = false;
+        zxid_list_remove(e, w);
     } else if (w->kind != WAITER_ZXID) {
         index_remove(e->waiters, w);
     }
@@ -198,10 +203,9 @@ static void wake_slot(struct engine *e, uint8_t kind, const void *key, size_t le
     }
 }
 
-bool engine_waiter_take_if_woken(struct engine *e, struct engine_waiter *w)
+/* Takes a woken waiter off the wake list (singly linked, short). */
+static void wake_list_remove(struct engine *e, struct engine_waiter *w)
 {
-    if (!w->queued)
-        return false;
     struct engine_waiter **at = &e->wake_head, *prev = NULL;
     while (*at && *at != w) {
         prev = *at;
@@ -212,6 +216,13 @@ bool engine_waiter_take_if_woken(struct engine *e, struct engine_waiter *w)
         if (e->wake_tail == w)
             e->wake_tail = prev;
     }
+}
+
+bool engine_waiter_take_if_woken(struct engine *e, struct engine_waiter *w)
+{
+    if (!w->queued)
+        return false;
+    wake_list_remove(e, w);
     free(w);
     return true;
 }
@@ -253,24 +264,9 @@ void engine_waiter_cancel(struct engine *e, struct engine_waiter *w)
     if (!w)
         return;
     if (w->queued) {
-        /* woken but not yet called back: take it off the wake list */
-        struct engine_waiter **at = &e->wake_head, *prev = NULL;
-        while (*at && *at != w) {
-            prev = *at;
-            at = &(*at)->next;
-        }
-        if (*at) {
-            *at = w->next;
-            if (e->wake_tail == w)
-                e->wake_tail = prev;
-        }
+        wake_list_remove(e, w); /* woken but not yet called back */
     } else if (w->kind == WAITER_ZXID && w->armed) {
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            e->zxid_waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
+        zxid_list_remove(e, w);
     } else if (w->kind != WAITER_ZXID) {
         index_remove(e->waiters, w);
     }
