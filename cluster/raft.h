@@ -64,12 +64,12 @@ enum raft_message_type {
     RAFT_MSG_PRE_VOTE_RESPONSE = 2,
     RAFT_MSG_VOTE = 3,
     RAFT_MSG_VOTE_RESPONSE = 4,
-    RAFT_MSG_APPEND = 5,           /* AppendEntries, also the heartbeat */
+    RAFT_MSG_APPEND = 5, /* AppendEntries, also the heartbeat */
     RAFT_MSG_APPEND_RESPONSE = 6,
-    RAFT_MSG_SNAPSHOT = 7,         /* "you need the snapshot at (index, term)": the
-                                      host transfers the bytes, see raft_update */
+    RAFT_MSG_SNAPSHOT = 7, /* "you need the snapshot at (index, term)": the
+                              host transfers the bytes, see raft_update */
     RAFT_MSG_SNAPSHOT_RESPONSE = 8,
-    RAFT_MSG_TIMEOUT_NOW = 9,      /* leadership transfer (3.10), optional */
+    RAFT_MSG_TIMEOUT_NOW = 9, /* leadership transfer (3.10), optional */
 };
 
 struct raft_entry {
@@ -109,8 +109,8 @@ struct raft_config {
     uint32_t heartbeat_ms;              /* leader sends APPEND at least this often */
     uint32_t election_timeout_ms;       /* followers wait a random time in [T, 2T) */
     bool pre_vote;
-    uint32_t max_entries_per_message;   /* batching bound for APPEND; 0 = 1024 */
-    uint32_t max_bytes_per_message;     /* and in bytes; 0 = 1 MiB */
+    uint32_t max_entries_per_message; /* batching bound for APPEND; 0 = 1024 */
+    uint32_t max_bytes_per_message;   /* and in bytes; 0 = 1 MiB */
     /* The only source of randomness: returns a uniformly random 32-bit value. */
     uint32_t (*random)(void *arg);
     void *random_arg;
@@ -118,8 +118,8 @@ struct raft_config {
 
 /* What the host recovered from disk at start. */
 struct raft_start {
-    uint64_t term;          /* persisted current term */
-    uint64_t voted_for;     /* persisted vote in that term (0 = none) */
+    uint64_t term;           /* persisted current term */
+    uint64_t voted_for;      /* persisted vote in that term (0 = none) */
     uint64_t snapshot_index; /* last index in the snapshot loaded (0 = none) */
     uint64_t snapshot_term;
     /* Entries after the snapshot, as found in the durable log: index snapshot_index+1
@@ -130,20 +130,20 @@ struct raft_start {
 };
 
 enum raft_event_type {
-    RAFT_EVENT_TICK = 1,      /* time passed: now_ms */
-    RAFT_EVENT_RECEIVE = 2,   /* message */
-    RAFT_EVENT_PERSISTED = 3, /* the host's log holds entries up to persisted_index
-                                 (with persisted_term) durably, and the hard state asked
-                                 for so far is durable */
-    RAFT_EVENT_PROPOSE = 4,   /* append `proposal` as a new entry (leader only) */
-    RAFT_EVENT_SNAPSHOT_TAKEN = 5,    /* the host's state machine made a snapshot up to
-                                         snapshot_index/term: the core may forget entries
-                                         before it (keeping `trailing` entries) */
+    RAFT_EVENT_TICK = 1,               /* time passed: now_ms */
+    RAFT_EVENT_RECEIVE = 2,            /* message */
+    RAFT_EVENT_PERSISTED = 3,          /* the host's log holds entries up to persisted_index
+                                          (with persisted_term) durably, and the hard state asked
+                                          for so far is durable */
+    RAFT_EVENT_PROPOSE = 4,            /* append `proposal` as a new entry (leader only) */
+    RAFT_EVENT_SNAPSHOT_TAKEN = 5,     /* the host's state machine made a snapshot up to
+                                          snapshot_index/term: the core may forget entries
+                                          before it (keeping `trailing` entries) */
     RAFT_EVENT_SNAPSHOT_INSTALLED = 6, /* the host received and installed the snapshot
                                           the leader announced (snapshot_index/term) */
-    RAFT_EVENT_READ_INDEX = 7,        /* a linearizable read wants a read index; the
-                                         answer comes in an update (read_states) */
-    RAFT_EVENT_TRANSFER = 8,          /* leader: hand leadership to transfer_to */
+    RAFT_EVENT_READ_INDEX = 7,         /* a linearizable read wants a read index; the
+                                          answer comes in an update (read_states) */
+    RAFT_EVENT_TRANSFER = 8,           /* leader: hand leadership to transfer_to */
 };
 
 struct raft_event {
@@ -195,9 +195,9 @@ struct raft_update {
     const struct raft_read_state *read_states;
     uint32_t read_state_count;
 
-    bool snapshot_needed;    /* leader: send the latest snapshot to snapshot_to */
+    bool snapshot_needed; /* leader: send the latest snapshot to snapshot_to */
     uint64_t snapshot_to;
-    bool install_snapshot;   /* follower: the leader says to install (index, term) */
+    bool install_snapshot; /* follower: the leader says to install (index, term) */
     uint64_t install_index;
     uint64_t install_term;
 

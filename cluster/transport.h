@@ -75,7 +75,7 @@ uint64_t transport_last_heard(const struct transport *t, uint64_t id);
 struct transport_stats {
     uint64_t frames_sent;
     uint64_t frames_received;
-    uint64_t frames_rejected; /* bad header, version or checksum */
+    uint64_t frames_rejected;  /* bad header, version or checksum */
     uint64_t messages_dropped; /* queue over its limit */
 };
 void transport_stats_get(const struct transport *t, struct transport_stats *out);
