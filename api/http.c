@@ -216,6 +216,19 @@ void api_request_respond(struct api_request *r, unsigned status, json_t *body)
         r->response_length = strlen(r->response_body);
 }
 
+void api_request_respond_text(struct api_request *r, unsigned status, char *body, size_t length)
+{
+    if (r->response_queued) {
+        free(body);
+        return;
+    }
+    free(r->response_body);
+    r->status = status;
+    r->has_response = true;
+    r->response_body = body;
+    r->response_length = length;
+}
+
 void api_request_respond_error(struct api_request *r, int code, const char *message,
                                const char *path, size_t path_length, int index)
 {

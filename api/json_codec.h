@@ -87,4 +87,12 @@ int json_codec_session_open_parse(json_t *obj, uint32_t *timeout_ms, char *messa
 /* The name of an op type in results ("create", ...). */
 const char *json_codec_op_name(enum engine_op_type type);
 
+/* The answer to a read, {"path","data","encoding","stat"}, rendered straight to text
+ * (the hot path; equal to what the jansson path builds). Returns a malloc'd,
+ * NUL-terminated string owned by the caller (free), *length its length, or NULL when
+ * out of memory. */
+char *json_codec_read_render(const char *path, size_t path_length, const uint8_t *data,
+                             size_t data_length, const struct znode_stat *st, bool force_base64,
+                             size_t *length);
+
 #endif

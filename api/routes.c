@@ -372,6 +372,19 @@ static void routes_znode_get(struct api_request *r, uint64_t session, bool head)
     }
     struct znode_stat st;
     znode_stat_get(n, &st);
+    if (!children && (session == 0 || engine_session_events_pending(e, session) == 0)) {
+        /* The common read: rendered directly, without a jansson tree. */
+        if (watch && !routes_watch_add(r, session, WATCH_KIND_DATA))
+            return;
+        size_t length;
+        char *text = json_codec_read_render(r->path, r->path_length, n->data, n->data_length, &st,
+                                            force_base64, &length);
+        if (text == NULL)
+            api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        else
+            api_request_respond_text(r, 200, text, length);
+        return;
+    }
     json_t *o = json_pack("{s:s%}", "path", r->path, r->path_length);
     if (o == NULL || json_codec_data_set(o, n->data, n->data_length, force_base64) != 0) {
         json_decref(o);

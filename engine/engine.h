@@ -290,6 +290,8 @@ int engine_watch_remove(struct engine *e, uint64_t session_id, enum watch_kind k
 /* Moves the session's pending one-shot events to the caller (see watch_session_take). */
 size_t engine_session_events_take(struct engine *e, uint64_t session_id,
                                   struct watch_event **events);
+/* Number of one-shot events waiting for the session. */
+size_t engine_session_events_pending(const struct engine *e, uint64_t session_id);
 /* Waits until the session has pending events or ends. */
 int engine_session_events_wait(struct engine *e, uint64_t session_id, engine_wake_fn wake,
                                void *arg, struct engine_waiter **out);

@@ -393,6 +393,11 @@ size_t engine_session_events_take(struct engine *e, uint64_t session_id,
     return watch_session_take(e->watches, session_id, events);
 }
 
+size_t engine_session_events_pending(const struct engine *e, uint64_t session_id)
+{
+    return watch_session_pending(e->watches, session_id);
+}
+
 int engine_session_events_wait(struct engine *e, uint64_t session_id, engine_wake_fn wake,
                                void *arg, struct engine_waiter **out)
 {

@@ -264,6 +264,62 @@ static void test_json_codec_session_open_parse__timeout(void **state)
     assert_int_equal(json_codec_session_open_parse(NULL, &t, message), CORRAL_E_BAD_ARGUMENTS);
 }
 
+/* The directly rendered read answer equals, once parsed, the one built with jansson. */
+static void test_json_codec_read_render__equals_the_jansson_answer(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *data;
+        size_t length;
+        bool base64;
+    } cases[] = {
+        {"", 0, false},
+        {"plain", 5, false},
+        {"q\"uote\\back/slash", 17, false},
+        {"ctl\b\f\n\r\t\x01\x1f\x7f", 13, false},
+        {"nul\0inside", 11, false},
+        {"\xc5\xbc\xc3\xb3\xc5\x82w \xe2\x9c\x93 \xf0\x9f\x90\xa2", 16, false},
+        {"\xff\xfe binary", 9, false},
+        {"forced", 6, true},
+    };
+    const char *paths[] = {"/", "/a/b", "/we\"ird\\name", "/\xc5\xbc\xc3\xb3\xc5\x82w"};
+    struct znode_stat st = {.czxid = 1,
+                            .mzxid = UINT64_MAX / 3,
+                            .pzxid = 7,
+                            .ctime = -5,
+                            .mtime = 1795608379989,
+                            .version = 2147483647,
+                            .cversion = -1,
+                            .aversion = 0,
+                            .ephemeral_owner = 0x0a5dd7d38514ce1aULL,
+                            .data_length = 3,
+                            .num_children = 4294967295u};
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            st.ephemeral_owner = c % 2 ? 0 : 0x0a5dd7d38514ce1aULL;
+            json_t *want = json_pack("{s:s}", "path", paths[p]);
+            assert_non_null(want);
+            assert_int_equal(json_codec_data_set(want, (const uint8_t *)cases[c].data,
+                                                 cases[c].length, cases[c].base64),
+                             0);
+            json_object_set_new(want, "stat", json_codec_stat(&st));
+            size_t length = 0;
+            char *text =
+                json_codec_read_render(paths[p], strlen(paths[p]), (const uint8_t *)cases[c].data,
+                                       cases[c].length, &st, cases[c].base64, &length);
+            assert_non_null(text);
+            assert_int_equal(length, strlen(text) + (memchr(text, 0, length) ? 0 : 0));
+            json_error_t err;
+            json_t *got = json_loadb(text, length, JSON_ALLOW_NUL, &err);
+            if (!got || !json_equal(got, want))
+                fail_msg("case %zu path %zu: %s", c, p, text);
+            json_decref(got);
+            json_decref(want);
+            free(text);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_json_codec_multi_op__shape),
         cmocka_unit_test(test_json_codec_version_parse__strict),
         cmocka_unit_test(test_json_codec_session_open_parse__timeout),
+        cmocka_unit_test(test_json_codec_read_render__equals_the_jansson_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
