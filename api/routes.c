@@ -1008,15 +1008,16 @@ static void routes_stats(struct api_request *r)
     struct engine_stats st;
     engine_stats_get(api_server_engine(r->server), &st);
     json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
-        (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal_sync_us, "sessions",
-        (json_int_t)st.sessions, "data_bytes", (json_int_t)st.data_bytes, "wal_batches",
-        (json_int_t)st.wal_batches, "wal_records", (json_int_t)st.wal_records, "snapshots_written",
-        (json_int_t)st.snapshots_written, "last_snapshot_zxid", (json_int_t)st.last_snapshot_zxid,
-        "writes_in_flight", (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches,
-        "parked_waiters", (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events,
-        "history_bytes", (json_int_t)st.history_bytes, "history_covered_from",
-        (json_int_t)st.history_covered_from, "log_first_zxid", (json_int_t)st.log_first_zxid);
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
+        (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal_sync_us, "wal_write_us",
+        (json_int_t)st.wal_write_us, "sessions", (json_int_t)st.sessions, "data_bytes",
+        (json_int_t)st.data_bytes, "wal_batches", (json_int_t)st.wal_batches, "wal_records",
+        (json_int_t)st.wal_records, "snapshots_written", (json_int_t)st.snapshots_written,
+        "last_snapshot_zxid", (json_int_t)st.last_snapshot_zxid, "writes_in_flight",
+        (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches, "parked_waiters",
+        (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events, "history_bytes",
+        (json_int_t)st.history_bytes, "history_covered_from", (json_int_t)st.history_covered_from,
+        "log_first_zxid", (json_int_t)st.log_first_zxid);
     api_request_respond(r, 200, o);
 }
 

@@ -150,7 +150,8 @@ struct engine {
     uint64_t snapshots_written;
     uint64_t wal_batches;
     uint64_t wal_records;
-    uint64_t wal_sync_us; /* summed time of WAL batches, queue to completion */
+    uint64_t wal_sync_us;  /* summed time of WAL batches, queue to completion */
+    uint64_t wal_write_us; /* of which in pwrite + fdatasync */
 
     bool disk_low; /* free space under min_free_disk_bytes */
     uint64_t next_disk_check_ms;
