@@ -6,6 +6,7 @@
  * znode semantics are the engine's (it answers BAD_ARGUMENTS, NO_NODE, ...). */
 #include "routes.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -678,6 +679,20 @@ static void routes_session_info(struct api_request *r, uint64_t id, bool full)
 
 /* ---- long-polls: session events and the resumable watch ---- */
 
+/* A non-negative decimal with nothing around it (no sign, no spaces, no overflow). */
+static bool routes_u64_parse(const char *v, uint64_t *out)
+{
+    if (*v < '0' || *v > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = n;
+    return true;
+}
+
 /* timeout_ms of a long-poll: absent = the cap; above the cap = the cap. Returns false
  * when a response was stored. */
 static bool routes_timeout_parse(struct api_request *r, uint64_t cap, uint64_t *out)
@@ -686,9 +701,8 @@ static bool routes_timeout_parse(struct api_request *r, uint64_t cap, uint64_t *
     *out = cap;
     if (v == NULL)
         return true;
-    char *end;
-    unsigned long long t = strtoull(v, &end, 10);
-    if (*v < '0' || *v > '9' || *end != '\0') {
+    uint64_t t;
+    if (!routes_u64_parse(v, &t)) {
         api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
                                   "query parameter \"timeout_ms\" must be a non-negative integer",
                                   NULL, 0, -1);
@@ -856,14 +870,11 @@ static void routes_watch(struct api_request *r)
     uint64_t since = engine_applied_zxid(e);
     const char *v = api_request_query(r, "since");
     if (v != NULL) {
-        char *end;
-        unsigned long long z = strtoull(v, &end, 10);
-        if (*v < '0' || *v > '9' || *end != '\0') {
+        if (!routes_u64_parse(v, &since)) {
             api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
                                       "query parameter \"since\" must be a zxid", NULL, 0, -1);
             return;
         }
-        since = z;
     }
     uint64_t timeout;
     if (!routes_timeout_parse(r, api_server_config(r->server)->max_poll_ms, &timeout))
@@ -1051,9 +1062,8 @@ static bool routes_min_zxid_check(struct api_request *r)
     const char *v = api_request_header(r, "Corral-Min-Zxid");
     if (v == NULL)
         return true;
-    char *end;
-    unsigned long long want = strtoull(v, &end, 10);
-    if (*v < '0' || *v > '9' || *end != '\0') {
+    uint64_t want;
+    if (!routes_u64_parse(v, &want)) {
         api_request_respond_error(r, CORRAL_E_BAD_ARGUMENTS,
                                   "Corral-Min-Zxid must be a non-negative integer", NULL, 0, -1);
         return false;
