@@ -17,72 +17,7 @@
 
 #include "engine.h"
 
-/* ---- fake host ---- */
-
-struct job {
-    void (*work)(void *);
-    void (*done)(void *);
-    void *arg;
-};
-
-static struct job jobs[64];
-static size_t job_count;
-static uint64_t clock_ms = 1000000;
-static int64_t wall = 1700000000000;
-static uint64_t random_state = 42;
-
-static int64_t fake_wall(void *d)
-{
-    (void)d;
-    return wall;
-}
-static uint64_t fake_monotonic(void *d)
-{
-    (void)d;
-    return clock_ms;
-}
-static void fake_random(void *d, void *buf, size_t n)
-{
-    (void)d;
-    for (size_t i = 0; i < n; i++) {
-        random_state = random_state * 6364136223846793005ULL + 1442695040888963407ULL;
-        ((uint8_t *)buf)[i] = (uint8_t)(random_state >> 56);
-    }
-}
-static int fake_run(void *d, void (*work)(void *), void (*done)(void *), void *arg)
-{
-    (void)d;
-    assert_true(job_count < 64);
-    jobs[job_count++] = (struct job){work, done, arg};
-    return 0;
-}
-static void fake_log(void *d, int level, const char *message)
-{
-    (void)d;
-    if (getenv("TEST_ENGINE_LOG"))
-        fprintf(stderr, "[%d] %s\n", level, message);
-    (void)level;
-    (void)message;
-}
-
-/* Runs queued jobs (and those they queue) until none is left. */
-static void run_jobs(void)
-{
-    while (job_count > 0) {
-        struct job j = jobs[0];
-        memmove(jobs, jobs + 1, --job_count * sizeof jobs[0]);
-        j.work(j.arg);
-        j.done(j.arg);
-    }
-}
-
-static const struct engine_host host = {
-    .wall_ms = fake_wall,
-    .monotonic_ms = fake_monotonic,
-    .random_bytes = fake_random,
-    .run_blocking = fake_run,
-    .log = fake_log,
-};
+#include "fake_host.h"
 
 /* ---- completion capture ---- */
 
@@ -130,7 +65,7 @@ static int setup(void **state)
     const char *base = getenv("CORRAL_TEST_DIR");
     snprintf(data_dir, sizeof data_dir, "%s/engine-XXXXXX", base ? base : ".");
     assert_non_null(mkdtemp(data_dir));
-    job_count = 0;
+    fake_job_count = 0;
     *state = open_engine(NULL);
     return 0;
 }
