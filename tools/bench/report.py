@@ -268,9 +268,8 @@ set xlabel "requests in flight"
 set ylabel "ops/s (median)"
 set key top left
 set grid
-titles = "W1\\\\ read W2\\\\ set W3\\\\ sequential\\\\ create"
 do for [i=0:2] {{
-  set title word("W1_read W2_set W3_create", i+1)
+  set title (i == 0 ? "W1 read one node" : i == 1 ? "W2 set over 1,000 nodes" : "W3 sequential create") noenhanced
   plot '{path}' index i using 1:2 with linespoints lw 2 title 'corral', \\
        '' index i using 1:3 with linespoints lw 2 title 'etcd v2', \\
        '' index i using 1:4 with linespoints lw 2 title 'ZooKeeper'
