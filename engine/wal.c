@@ -12,7 +12,24 @@
  * A batch always goes into exactly one segment: the active one, or a new one when the
  * active one had reached segment_bytes at take time. So a segment can overshoot
  * segment_bytes by one batch, and a new segment is only created once every earlier one
- * is durable, which keeps recovery simple (only the last segment can be torn). */
+ * is durable, which keeps recovery simple (only the last segment can be torn).
+ *
+ * Preallocation. A new segment is extended to segment_bytes with real zero bytes (1 MiB
+ * pwrites, made durable by the same fdatasync as the batch's records), and the active
+ * segment found by wal_open is extended the same way when it is shorter. Appends then
+ * overwrite blocks that are already allocated and written, so the file size does not
+ * change and fdatasync does not have to journal metadata: that is the point, a cheaper
+ * group commit. posix_fallocate would not do: its unwritten extents still cost a
+ * metadata update on first write. When the zeros do not fit (ENOSPC, EDQUOT) the file is
+ * truncated back and the segment simply grows by appending; the batch counts that as a
+ * warning (wal_prealloc_fallbacks), not an error.
+ *
+ * The invariant that makes it work: in every segment, everything from the logical end
+ * (wal_segment.size, the end of the last valid record) to the end of the file is zero.
+ * Appends pwrite at the logical end; readers never read past it; wal_truncate_after
+ * zeroes what it removes (or an old record could reappear right after a shorter new
+ * one); recovery accepts an all-zero tail as the clean end of a segment and cuts only
+ * when a non-zero byte follows the first invalid record. */
 #include "wal.h"
 
 #include "bytes.h"
@@ -41,13 +58,16 @@
 #define WAL_DEFAULT_SEGMENT_BYTES (64ull * 1024 * 1024)
 #define WAL_NAME_SIZE 32 /* "wal-" + 20 digits + ".log" + NUL = 29 */
 #define WAL_READ_CHUNK (1u << 20)
+#define WAL_ZERO_CHUNK (1u << 20) /* zero-fill and zero-check granularity */
 
 static const uint8_t wal_magic[8] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0};
 
 struct wal_segment {
     uint64_t first; /* index in the file name = index of its first record */
     uint64_t last;  /* index of its last durable record */
-    uint64_t size;  /* bytes known valid and durable; reads never go past this */
+    uint64_t size;  /* logical end: bytes known valid and durable; reads never go past
+                       this, appends write here, and the file is zero from here to its
+                       end (preallocation) */
 };
 
 struct wal_buf {
@@ -71,6 +91,7 @@ struct wal {
     uint64_t pending_last;
     struct wal_batch *outstanding; /* owned by the log until wal_batch_finish */
     bool failed;                   /* a batch failed: the log refuses further batches */
+    uint64_t prealloc_fallbacks;   /* segments that could not be preallocated */
 };
 
 struct wal_batch {
@@ -82,7 +103,9 @@ struct wal_batch {
     uint64_t offset;
     bool create; /* the batch starts a new segment named new_name */
     char new_name[WAL_NAME_SIZE];
-    int new_fd; /* created by wal_batch_write; owned by the batch until finish */
+    int new_fd;             /* created by wal_batch_write; owned by the batch until finish */
+    uint64_t segment_bytes; /* preallocation target of a new segment */
+    bool prealloc_failed;   /* set by wal_batch_write: no room, the segment appends */
 };
 
 static uint16_t wal_get_le16(const uint8_t *p)
@@ -190,6 +213,69 @@ static int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
 static int wal_fsync_dir(struct wal *w)
 {
     return fsync(w->dir_fd) == 0 ? 0 : CORRAL_E_IO;
+}
+
+/* Writes zero bytes over [from, to) of fd, 1 MiB per pwrite. Does not sync.
+ * Returns 0 or a negative errno. */
+static int wal_zero_fill(int fd, uint64_t from, uint64_t to)
+{
+    if (from >= to)
+        return 0;
+    size_t chunk = to - from < WAL_ZERO_CHUNK ? (size_t)(to - from) : WAL_ZERO_CHUNK;
+    uint8_t *zeros = calloc(1, chunk); /* owned */
+    if (!zeros)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint64_t off = from; off < to && rc == 0;) {
+        size_t n = to - off < chunk ? (size_t)(to - off) : chunk;
+        rc = wal_pwrite_all(fd, zeros, n, off);
+        off += n;
+    }
+    free(zeros);
+    return rc;
+}
+
+/* Extends fd, whose size is size, to target with real zero bytes (not synced). Returns 0
+ * when done, 1 when there was no room (ENOSPC, EDQUOT, or no memory for the buffer): the
+ * file is truncated back to size and the caller appends instead; or a negative errno. */
+static int wal_preallocate(int fd, uint64_t size, uint64_t target)
+{
+    int rc = wal_zero_fill(fd, size, target);
+    if (rc == -ENOSPC || rc == -EDQUOT || rc == -ENOMEM) {
+        if (ftruncate(fd, (off_t)size) != 0)
+            return -errno;
+        return 1;
+    }
+    return rc;
+}
+
+/* Sets *zero to whether bytes [from, to) of fd are all zero: reads 1 MiB at a time and
+ * stops at the first non-zero byte. Returns 0, CORRAL_E_IO or CORRAL_E_NO_MEMORY. */
+static int wal_all_zero(int fd, uint64_t from, uint64_t to, bool *zero)
+{
+    *zero = true;
+    if (from >= to)
+        return 0;
+    size_t chunk = to - from < WAL_ZERO_CHUNK ? (size_t)(to - from) : WAL_ZERO_CHUNK;
+    uint8_t *buf = malloc(chunk); /* owned */
+    if (!buf)
+        return CORRAL_E_NO_MEMORY;
+    int rc = 0;
+    for (uint64_t off = from; off < to;) {
+        size_t n = to - off < chunk ? (size_t)(to - off) : chunk;
+        if (wal_pread_all(fd, buf, n, off) != 0) {
+            rc = CORRAL_E_IO;
+            break;
+        }
+        /* buf is zero iff its first byte is and every byte equals the next one. */
+        if (buf[0] != 0 || (n > 1 && memcmp(buf, buf + 1, n - 1) != 0)) {
+            *zero = false;
+            break;
+        }
+        off += n;
+    }
+    free(buf);
+    return rc;
 }
 
 /* Sequential reader over [start, limit) of one segment file. Records are usually small,
@@ -387,7 +473,9 @@ static const char wal_no_record[] = "segment holds no record";
 /* Scans one segment and appends it to w->segs when it holds valid records. When all is
  * valid *why stays NULL; otherwise *why says what is wrong at file offset *bad (0 for
  * the header). *has_records is false when not a single record is valid, in which case
- * the whole segment must go. */
+ * the whole segment must go. The scan stops at the first position that is not a valid
+ * record; when every byte from there to the end of the file is zero, that is the clean
+ * end of a preallocated segment, not damage: the segment's logical end is set there. */
 static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, uint64_t *bad,
                             bool *has_records, const char **why, uint64_t *records)
 {
@@ -441,6 +529,14 @@ static int wal_segment_scan(struct wal *w, uint64_t first, uint64_t *file_size, 
         expect++;
         (*records)++;
         off += WAL_RECORD_HEADER_SIZE + (uint64_t)rec.len;
+    }
+    if (*why) {
+        bool zero;
+        rc = wal_all_zero(r.fd, off, r.limit, &zero);
+        if (rc != 0)
+            goto out;
+        if (zero)
+            *why = NULL; /* the zero tail of a preallocated segment */
     }
     if (seg.last == 0) {
         /* Header only, e.g. a roll that crashed before its first record was durable. */
@@ -534,6 +630,30 @@ out:
     return rc;
 }
 
+/* wal_open: extends the active segment to segment_bytes with zeros when it is shorter
+ * (written before preallocation existed, cut by recovery, or not preallocated for lack of
+ * room), so that the appends to come do not change its size. */
+static int wal_active_preallocate(struct wal *w)
+{
+    struct stat st;
+    if (w->active_fd < 0)
+        return 0;
+    if (fstat(w->active_fd, &st) != 0)
+        return CORRAL_E_IO;
+    uint64_t size = (uint64_t)st.st_size;
+    if (size >= w->segment_bytes || w->segs[w->nsegs - 1].size >= w->segment_bytes)
+        return 0;
+    int rc = wal_preallocate(w->active_fd, size, w->segment_bytes);
+    if (rc == 1) {
+        w->prealloc_fallbacks++;
+        fprintf(stderr, "wal: no room to preallocate the active segment: appending\n");
+        return 0;
+    }
+    if (rc != 0 || fdatasync(w->active_fd) != 0)
+        return CORRAL_E_IO;
+    return 0;
+}
+
 int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery_report *report)
 {
     struct wal_recovery_report rep;
@@ -561,6 +681,9 @@ int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recove
     if (rc != 0)
         goto out;
     rc = wal_active_reopen(w);
+    if (rc != 0)
+        goto out;
+    rc = wal_active_preallocate(w);
     if (rc != 0)
         goto out;
     if (w->nsegs > 0) {
@@ -606,6 +729,11 @@ uint64_t wal_last_index(const struct wal *w)
 uint64_t wal_durable_index(const struct wal *w)
 {
     return w->durable_index;
+}
+
+uint64_t wal_prealloc_fallbacks(const struct wal *w)
+{
+    return w->prealloc_fallbacks;
 }
 
 int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload, size_t len)
@@ -655,6 +783,7 @@ int wal_batch_take(struct wal *w, struct wal_batch **out)
     w->pending_first = w->pending_last = 0;
     b->dir_fd = w->dir_fd;
     b->new_fd = -1;
+    b->segment_bytes = w->segment_bytes;
     if (w->nsegs == 0 || w->segs[w->nsegs - 1].size >= w->segment_bytes) {
         b->create = true;
         b->fd = -1;
@@ -683,11 +812,18 @@ int wal_batch_write(struct wal_batch *b)
         rc = wal_pwrite_all(fd, h, sizeof(h), 0);
         if (rc != 0)
             return rc;
+        /* Preallocate: real zeros up to segment_bytes, so that later batches overwrite
+         * instead of growing the file. Without room, the segment appends. */
+        rc = wal_preallocate(fd, WAL_HEADER_SIZE, b->segment_bytes);
+        if (rc < 0)
+            return rc;
+        b->prealloc_failed = rc == 1;
     }
     rc = wal_pwrite_all(fd, b->records.data, b->records.len, b->offset);
     if (rc != 0)
         return rc;
-    /* One fdatasync for the whole batch: this is the group commit. */
+    /* One fdatasync for the whole batch (and a new segment's header and zeros): this is
+     * the group commit. */
     if (fdatasync(fd) != 0)
         return -errno;
     /* The new name must be durable too, or a crash could lose the whole segment. */
@@ -708,6 +844,10 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
         w->failed = true;
         rc = CORRAL_E_IO;
         goto out;
+    }
+    if (b->prealloc_failed) {
+        w->prealloc_fallbacks++;
+        fprintf(stderr, "wal: no room to preallocate segment %s: appending\n", b->new_name);
     }
     if (b->create) {
         struct wal_segment seg = {
@@ -899,12 +1039,18 @@ int wal_truncate_after(struct wal *w, uint64_t index)
             char name[WAL_NAME_SIZE];
             wal_segment_name(name, w->segs[i].first);
             int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0) {
-                if (fd >= 0)
-                    close(fd);
+            if (fd < 0)
                 return CORRAL_E_IO;
-            }
+            /* Zero the removed records, keeping the preallocation: left in place, an old
+             * record could follow a shorter new one exactly and come back at recovery.
+             * Past the old logical end the file is zero already. Should the overwrite
+             * fail, truncating the file is just as correct. */
+            bool ok = wal_zero_fill(fd, off, w->segs[i].size) == 0 && fdatasync(fd) == 0;
+            if (!ok)
+                ok = ftruncate(fd, (off_t)off) == 0 && fsync(fd) == 0;
             close(fd);
+            if (!ok)
+                return CORRAL_E_IO;
             w->segs[i].size = off;
             w->segs[i].last = index;
             keep = i + 1;

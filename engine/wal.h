@@ -12,15 +12,27 @@
  * meanwhile form the next batch, so N concurrent writers share one fdatasync.
  *
  * Segments. The log is a directory of files "wal-<first index, 20 digits>.log", each
- * starting with a header; a new segment starts once the current one passes
- * segment_bytes. Creating a segment (open, header, fsync file, fsync dir) also happens
- * inside wal_batch_write.
+ * starting with a header; a new segment starts once the current one's records pass
+ * segment_bytes. Creating a segment (open, header, zero-fill, fdatasync, fsync dir) also
+ * happens inside wal_batch_write.
+ *
+ * Preallocation. A new segment is extended to segment_bytes with real zero bytes before
+ * its first records are made durable (wal_open does the same to a shorter active
+ * segment), so appends overwrite allocated blocks, the file size stays the same and
+ * fdatasync need not journal metadata. A segment therefore ends in a zero tail: its
+ * logical end (the end of its last valid record), not its file size, is where the next
+ * record goes and where reads stop. No room for the zeros (ENOSPC) is not an error: the
+ * segment is truncated back and grows by appending (counted by wal_prealloc_fallbacks).
+ * The format is unchanged (version 1): a zero tail is simply not a record.
  *
  * Recovery. wal_open scans every segment in order, verifies each record's CRC and
- * index continuity, and cuts the log at the first bad or torn record: the segment is
- * truncated there and every later segment is removed. What was cut is reported, never
- * trusted. An fdatasync error is returned to the caller, which must treat it as fatal
- * (after a failed fsync Linux may have dropped the dirty pages).
+ * index continuity, and stops at the first position that is not a valid record. If
+ * every byte from there to the end of the file is zero, that is the clean end of a
+ * preallocated segment: nothing is cut and the preallocation stays. Otherwise (a torn
+ * or corrupt record, garbage) the log is cut there: the segment is truncated there and
+ * every later segment is removed. What was cut is reported, never trusted. An fdatasync error is
+ * returned to the caller, which must treat it as fatal (after a failed fsync Linux may have dropped
+ * the dirty pages).
  *
  * Segment header (16 bytes, little endian):
  *   OFFSET SIZE DESCRIPTION
@@ -75,6 +87,9 @@ uint64_t wal_first_index(const struct wal *w);
 uint64_t wal_last_index(const struct wal *w);
 /* Last index made durable by a finished batch (or found on disk at open). */
 uint64_t wal_durable_index(const struct wal *w);
+/* Segments that could not be preallocated (no room) and append instead, since open.
+ * A warning, not an error: the log is just as durable, only fdatasync costs more. */
+uint64_t wal_prealloc_fallbacks(const struct wal *w);
 
 /* Appends a record to the pending buffer (copies payload). index must be
  * wal_last_index()+1, or any index when the log is empty (the first record after a
@@ -109,7 +124,9 @@ typedef int (*wal_replay_fn)(void *arg, uint64_t index, uint64_t term, const voi
 int wal_replay(struct wal *w, uint64_t from_index, wal_replay_fn fn, void *arg);
 
 /* Removes every record with index > index (Raft: a conflicting suffix). Synchronous,
- * durable on return. No batch may be outstanding. Returns 0 or CORRAL_E_IO. */
+ * durable on return. No batch may be outstanding. The removed bytes of the segment that
+ * keeps index are overwritten with zeros (the preallocation stays), so no removed record
+ * can come back at the next recovery. Returns 0 or CORRAL_E_IO. */
 int wal_truncate_after(struct wal *w, uint64_t index);
 
 /* Deletes whole segments whose records all have index < index (after a snapshot).

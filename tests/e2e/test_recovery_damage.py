@@ -4,7 +4,8 @@ stderr), a corrupt snapshot is skipped for an older one or the log; afterwards t
 server serves writes, durably.
 
 WAL format (engine/wal.h): segments "wal-<20 digits>.log", a 16-byte header, then
-records of a 28-byte header (crc32c u32, payload length u32, ...) and the payload.
+records of a 28-byte header (crc32c u32, payload length u32, ...) and the payload,
+then zeros up to the segment size (segments are preallocated; a zero tail is not damage).
 Snapshots (engine/snapshot.h): "snap-<20 digits>.snap", 48-byte header then body."""
 
 import os
@@ -24,13 +25,16 @@ SNAP_RX = r"snapshot.*(corrupt|skipping)|(corrupt|skipping).*snapshot"
 
 
 def wal_records(path):
-    """[(offset, payload length)] of the complete records of one WAL segment."""
+    """[(offset, payload length)] of the complete records of one WAL segment, up to its
+    zero tail (a record header is never all zero: its version byte is 1)."""
     with open(path, "rb") as f:
         blob = f.read()
     if len(blob) < WAL_HEADER or blob[:6] != b"CRLWAL":
         raise AssertionError("%s: not a WAL segment" % path)
     out, off = [], WAL_HEADER
     while off + RECORD_HEADER <= len(blob):
+        if not any(blob[off:off + RECORD_HEADER]):
+            break
         (length,) = struct.unpack_from("<I", blob, off + 4)
         if off + RECORD_HEADER + length > len(blob):
             break

@@ -1,6 +1,8 @@
 /* test_wal.c: unit tests of the write-ahead log (wal.h) and CRC-32C, on real files, with
- * pwrite and fdatasync wrapped (--wrap) to count calls and inject short writes and EIO. */
+ * pwrite and fdatasync wrapped (--wrap) to count calls and inject short writes, EIO and
+ * ENOSPC (also only for the zero-fill of preallocation). */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -25,6 +27,8 @@ static int fault_pwrite_max;      /* > 0: each pwrite writes at most this many b
 static int fault_pwrite_eintr;    /* > 0: that many pwrite calls fail with EINTR first */
 static int fault_pwrite_errno;    /* != 0: pwrite fails with this errno */
 static int fault_fdatasync_errno; /* != 0: fdatasync fails with this errno */
+static int fault_zero_errno;      /* != 0: pwrite of an all-zero buffer fails with this... */
+static int fault_zero_after;      /* ...after this many such pwrites succeeded */
 static int count_pwrite;
 static int count_fdatasync;
 
@@ -44,6 +48,21 @@ ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
     if (fault_pwrite_errno) {
         errno = fault_pwrite_errno;
         return -1;
+    }
+    if (fault_zero_errno && n > 0) {
+        /* Only the zero-fill writes all-zero buffers: a record's version byte is 1. */
+        const uint8_t *p = buf;
+        size_t k = 0;
+        while (k < n && p[k] == 0)
+            k++;
+        if (k == n) {
+            if (fault_zero_after > 0) {
+                fault_zero_after--;
+            } else {
+                errno = fault_zero_errno;
+                return -1;
+            }
+        }
     }
     if (fault_pwrite_max > 0 && n > (size_t)fault_pwrite_max)
         n = (size_t)fault_pwrite_max;
@@ -79,6 +98,7 @@ static int fixture_setup(void **state)
         return -1;
     }
     fault_pwrite_max = fault_pwrite_eintr = fault_pwrite_errno = fault_fdatasync_errno = 0;
+    fault_zero_errno = fault_zero_after = 0;
     count_pwrite = count_fdatasync = 0;
     *state = f;
     return 0;
@@ -212,6 +232,42 @@ static off_t file_size(const char *path)
     return st.st_size;
 }
 
+/* Logical end of a segment holding records first..last: header + their records. */
+static off_t records_end(uint64_t first, uint64_t last)
+{
+    uint8_t buf[256];
+    off_t end = 16;
+    for (uint64_t i = first; i <= last; i++)
+        end += 28 + (off_t)payload_make(i, buf, sizeof(buf));
+    return end;
+}
+
+/* Whether bytes [from, end of file) of path are all zero. */
+static bool file_zero_from(const char *path, off_t from)
+{
+    int fd = open(path, O_RDONLY);
+    uint8_t buf[4096];
+    ssize_t n;
+    bool zero = true;
+    assert_true(fd >= 0);
+    while (zero && (n = pread(fd, buf, sizeof(buf), from)) > 0) {
+        for (ssize_t k = 0; k < n; k++)
+            if (buf[k] != 0)
+                zero = false;
+        from += n;
+    }
+    close(fd);
+    return zero;
+}
+
+static void file_write_at(const char *path, off_t off, const void *data, size_t n)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(__real_pwrite(fd, data, n, off), (ssize_t)n);
+    close(fd);
+}
+
 static void file_flip_byte(const char *path, off_t off)
 {
     int fd = open(path, O_RDWR);
@@ -320,14 +376,13 @@ static void test_wal_sync_now__reopen_replays_all(void **state)
     assert_int_equal(wal_replay(w, 0, replay_check_fn, &c), 0);
     assert_int_equal(c.count, 50);
     assert_int_equal(replay_count(w, 40, 40), 17);
-    /* The file is exactly header + records: the format is the table in wal.h. */
-    uint64_t bytes = 16;
-    uint8_t buf[256];
-    for (uint64_t i = 7; i <= 56; i++)
-        bytes += 28 + payload_make(i, buf, sizeof(buf));
+    /* The file is header + records (the format is the table in wal.h), then zeros up to
+     * the default segment size of 64 MiB: the segment was preallocated. */
     char p[1024];
     segment_path(f, 7, p, sizeof(p));
-    assert_int_equal(file_size(p), bytes);
+    assert_int_equal(file_size(p), 64 << 20);
+    assert_true(file_zero_from(p, records_end(7, 56)));
+    assert_false(file_zero_from(p, records_end(7, 56) - 1));
     wal_close(w);
 }
 
@@ -343,8 +398,10 @@ static void test_wal_open__record_format_matches_table(void **state)
     segment_path(f, 0x0102030405060708ull, p, sizeof(p));
     int fd = open(p, O_RDONLY);
     assert_true(fd >= 0);
-    assert_int_equal(read(fd, b, sizeof(b)), 16 + 28 + 3);
+    assert_int_equal(read(fd, b, sizeof(b)), sizeof(b));
     close(fd);
+    for (size_t k = 16 + 28 + 3; k < sizeof(b); k++)
+        assert_int_equal(b[k], 0); /* the preallocated zero tail */
     static const uint8_t header[16] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0, 1, 0, 0, 0, 0, 0, 0, 0};
     assert_memory_equal(b, header, 16);
     const uint8_t *r = b + 16;
@@ -426,7 +483,8 @@ static void test_wal_batch_write__segment_roll(void **state)
     }
     int segs = segment_count(f);
     assert_true(segs >= 5);
-    /* Every segment but the last passed 4096 bytes before the roll. */
+    /* Every segment but the last passed 4096 bytes before the roll; every roll created a
+     * preallocated file, so the last one is 4096 bytes, zero after its records. */
     uint64_t firsts[64];
     int n = segment_firsts(f, firsts, 64);
     assert_int_equal(n, segs);
@@ -435,7 +493,13 @@ static void test_wal_batch_write__segment_roll(void **state)
         char p[1024];
         segment_path(f, firsts[i], p, sizeof(p));
         assert_true(file_size(p) >= 4096);
+        assert_int_equal(file_size(p), records_end(firsts[i], firsts[i + 1] - 1));
     }
+    char last[1024];
+    segment_path(f, firsts[n - 1], last, sizeof(last));
+    off_t last_end = records_end(firsts[n - 1], 300);
+    assert_int_equal(file_size(last), last_end > 4096 ? last_end : 4096);
+    assert_true(file_zero_from(last, last_end));
     assert_int_equal(replay_count(w, 1, 1), 300);
     wal_close(w);
 
@@ -453,22 +517,24 @@ static void test_wal_batch_write__segment_roll(void **state)
     wal_close(w);
 }
 
+/* A torn append at the end of a segment that was not preallocated (written before
+ * preallocation, or without room for it): the file ends inside the last record. */
 static void test_wal_open__torn_tail_cut(void **state)
 {
     struct fixture *f = *state;
-    struct wal *w = wal_open_ok(f, 0, NULL);
+    struct wal *w = wal_open_ok(f, 4096, NULL);
     append_range(w, 1, 10, 1);
     assert_int_equal(wal_sync_now(w), 0);
     wal_close(w);
     char p[1024];
     segment_path(f, 1, p, sizeof(p));
-    off_t size = file_size(p);
+    off_t size = records_end(1, 10);
     assert_int_equal(truncate(p, size - 5), 0);
     uint8_t buf[256];
     uint64_t last_len = 28 + payload_make(10, buf, sizeof(buf));
 
     struct wal_recovery_report rep;
-    w = wal_open_ok(f, 0, &rep);
+    w = wal_open_ok(f, 4096, &rep);
     assert_int_equal(rep.last_index, 9);
     assert_int_equal(rep.records, 9);
     assert_int_equal(rep.cut_bytes, last_len - 5);
@@ -477,14 +543,16 @@ static void test_wal_open__torn_tail_cut(void **state)
     char want[64];
     snprintf(want, sizeof(want), "offset %llu:", (unsigned long long)(size - last_len));
     assert_non_null(strstr(rep.cut_reason, want));
-    assert_int_equal(file_size(p), size - (off_t)last_len);
+    /* Cut at the record, then preallocated again (zeros) for the appends to come. */
+    assert_int_equal(file_size(p), 4096);
+    assert_true(file_zero_from(p, size - (off_t)last_len));
     assert_int_equal(wal_last_index(w), 9);
     assert_int_equal(wal_append(w, 11, 1, "x", 1), CORRAL_E_BAD_ARGUMENTS);
     append_range(w, 10, 12, 1);
     assert_int_equal(wal_sync_now(w), 0);
     wal_close(w);
 
-    w = wal_open_ok(f, 0, &rep);
+    w = wal_open_ok(f, 4096, &rep);
     assert_int_equal(rep.last_index, 12);
     assert_int_equal(rep.cut_bytes, 0);
     assert_string_equal(rep.cut_reason, "");
@@ -492,6 +560,8 @@ static void test_wal_open__torn_tail_cut(void **state)
     wal_close(w);
 }
 
+/* (c) A corrupt byte in the middle of the last record of a preallocated segment: the
+ * record is cut although only zeros follow it. */
 static void test_wal_open__corrupt_payload_cut(void **state)
 {
     struct fixture *f = *state;
@@ -501,18 +571,178 @@ static void test_wal_open__corrupt_payload_cut(void **state)
     wal_close(w);
     char p[1024];
     segment_path(f, 1, p, sizeof(p));
-    off_t size = file_size(p);
-    file_flip_byte(p, size - 1);
+    off_t end = records_end(1, 10);
     uint8_t buf[256];
     uint64_t last_len = 28 + payload_make(10, buf, sizeof(buf));
+    off_t size = file_size(p);
+    assert_int_equal(size, 64 << 20);
+    file_flip_byte(p, end - (off_t)last_len + 28 + (off_t)(last_len - 28) / 2);
 
     struct wal_recovery_report rep;
     w = wal_open_ok(f, 0, &rep);
     assert_int_equal(rep.last_index, 9);
-    assert_int_equal(rep.cut_bytes, last_len);
+    assert_int_equal(rep.cut_bytes, size - (end - (off_t)last_len));
     assert_non_null(strstr(rep.cut_reason, "crc mismatch"));
-    assert_int_equal(file_size(p), size - (off_t)last_len);
+    assert_true(file_zero_from(p, end - (off_t)last_len));
     assert_int_equal(replay_count(w, 1, 1), 9);
+    append_range(w, 10, 11, 2);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    w = wal_open_ok(f, 0, &rep);
+    assert_int_equal(rep.last_index, 11);
+    assert_string_equal(rep.cut_reason, "");
+    wal_close(w);
+}
+
+/* (a) The zero tail of a preallocated segment is its clean end: nothing is cut, the file
+ * keeps its size, and appends after reopening go to the logical end. */
+static void test_wal_open__clean_zero_tail_not_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_recovery_report rep;
+    struct wal *w = wal_open_ok(f, 1 << 20, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    char p[1024];
+    segment_path(f, 1, p, sizeof(p));
+    assert_int_equal(file_size(p), 1 << 20);
+
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 10);
+    assert_int_equal(rep.records, 10);
+    assert_int_equal(rep.cut_bytes, 0);
+    assert_int_equal(rep.cut_segments, 0);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(file_size(p), 1 << 20);
+    count_fdatasync = 0;
+    append_range(w, 11, 15, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(count_fdatasync, 1);
+    assert_int_equal(file_size(p), 1 << 20); /* overwritten, not grown */
+    assert_int_equal(wal_prealloc_fallbacks(w), 0);
+    assert_true(file_zero_from(p, records_end(1, 15)));
+    assert_false(file_zero_from(p, records_end(1, 15) - 1));
+    wal_close(w);
+
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 15);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(replay_count(w, 1, 1), 15);
+    assert_int_equal(segment_count(f), 1);
+    wal_close(w);
+}
+
+/* (b) A torn write into the preallocated region: a record header reached the disk, its
+ * payload did not (zeros). It is non-zero, so it is cut; what precedes it is intact. */
+static void test_wal_open__torn_record_in_preallocated_segment_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_recovery_report rep;
+    struct wal *w = wal_open_ok(f, 1 << 20, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    /* Record 11's header, encoded by a scratch log elsewhere... */
+    struct fixture other;
+    snprintf(other.dir, sizeof(other.dir), "%.480s/other", f->dir);
+    struct wal *o = wal_open_ok(&other, 4096, NULL);
+    append_range(o, 11, 11, 1);
+    assert_int_equal(wal_sync_now(o), 0);
+    wal_close(o);
+    char q[1024];
+    uint8_t header[28];
+    segment_path(&other, 11, q, sizeof(q));
+    int fd = open(q, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, header, sizeof(header), 16), sizeof(header));
+    close(fd);
+    unlink(q);
+    rmdir(other.dir);
+    uint8_t buf[256];
+    assert_true(payload_make(11, buf, sizeof(buf)) > 0);
+    /* ...written at the logical end, with only zeros after it. */
+    char p[1024];
+    segment_path(f, 1, p, sizeof(p));
+    off_t end = records_end(1, 10);
+    file_write_at(p, end, header, sizeof(header));
+
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 10);
+    assert_int_equal(rep.records, 10);
+    assert_int_equal(rep.cut_bytes, (1 << 20) - end);
+    assert_int_equal(rep.cut_segments, 0);
+    assert_non_null(strstr(rep.cut_reason, "crc mismatch"));
+    char want[64];
+    snprintf(want, sizeof(want), "offset %llu:", (unsigned long long)end);
+    assert_non_null(strstr(rep.cut_reason, want));
+    assert_int_equal(replay_count(w, 1, 1), 10);
+    assert_int_equal(file_size(p), 1 << 20); /* preallocated again */
+    assert_true(file_zero_from(p, end));
+    append_range(w, 11, 12, 2);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+
+    /* A single stray byte far beyond the logical end is damage too. */
+    file_write_at(p, (1 << 20) - 1, "\x01", 1);
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 12);
+    assert_int_equal(rep.cut_bytes, (1 << 20) - records_end(1, 12));
+    assert_true(rep.cut_reason[0] != '\0');
+    assert_true(file_zero_from(p, records_end(1, 12)));
+    assert_int_equal(replay_count(w, 1, 1), 12);
+    wal_close(w);
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(rep.last_index, 12);
+    wal_close(w);
+}
+
+/* (e) Replay across segments whose files end in zero tails: the first segment was
+ * preallocated to 64 KiB, then the log was reopened with 512-byte segments, then with
+ * 64 KiB again (open extends the active segment). */
+static void test_wal_replay__across_segments_with_zero_tails(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_recovery_report rep;
+    struct wal *w = wal_open_ok(f, 64 << 10, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    w = wal_open_ok(f, 512, NULL);
+    for (uint64_t i = 11; i <= 60; i += 2) {
+        append_range(w, i, i + 1, 1);
+        assert_int_equal(wal_sync_now(w), 0);
+    }
+    wal_close(w);
+    w = wal_open_ok(f, 64 << 10, NULL);
+    append_range(w, 61, 70, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    uint64_t firsts[64];
+    int n = segment_firsts(f, firsts, 64);
+    assert_true(n >= 3);
+    int tails = 0;
+    for (int i = 0; i < n; i++) {
+        char p[1024];
+        uint64_t last = i + 1 < n ? firsts[i + 1] - 1 : 70;
+        segment_path(f, firsts[i], p, sizeof(p));
+        if (file_size(p) > records_end(firsts[i], last))
+            tails++;
+        assert_true(file_zero_from(p, records_end(firsts[i], last)));
+    }
+    assert_true(tails >= 2); /* the first segment, and at least the last */
+
+    w = wal_open_ok(f, 64 << 10, &rep);
+    assert_int_equal(rep.records, 70);
+    assert_int_equal(rep.cut_bytes, 0);
+    assert_int_equal(rep.cut_segments, 0);
+    assert_string_equal(rep.cut_reason, "");
+    struct replay_check c = {.next = 1, .term = 1};
+    assert_int_equal(wal_replay(w, 1, replay_check_fn, &c), 0);
+    assert_int_equal(c.count, 70);
+    assert_int_equal(replay_count(w, 9, 9), 62);
+    assert_int_equal(replay_count(w, firsts[n - 1], firsts[n - 1]), 71 - firsts[n - 1]);
     wal_close(w);
 }
 
@@ -607,18 +837,19 @@ static void test_wal_open__short_only_segment_gives_empty_log(void **state)
 static void test_wal_batch_write__short_pwrite_retried(void **state)
 {
     struct fixture *f = *state;
-    struct wal *w = wal_open_ok(f, 0, NULL);
+    /* Small segments: the zero-fill goes 7 bytes at a time too. */
+    struct wal *w = wal_open_ok(f, 4096, NULL);
     append_range(w, 1, 20, 1);
     fault_pwrite_max = 7;
     fault_pwrite_eintr = 2;
     count_pwrite = 0;
     assert_int_equal(wal_sync_now(w), 0);
     fault_pwrite_max = 0;
-    /* 16-byte header and a few KB of records, 7 bytes at a time, after 2 EINTRs. */
+    /* 16-byte header, zeros and a few KB of records, 7 bytes at a time, after 2 EINTRs. */
     assert_true(count_pwrite > 100);
     wal_close(w);
     struct wal_recovery_report rep;
-    w = wal_open_ok(f, 0, &rep);
+    w = wal_open_ok(f, 4096, &rep);
     assert_int_equal(rep.last_index, 20);
     assert_int_equal(rep.cut_bytes, 0);
     assert_int_equal(replay_count(w, 1, 1), 20);
@@ -714,6 +945,98 @@ static void test_wal_truncate_after__then_append(void **state)
     w = wal_open_ok(f, 4096, &rep);
     assert_int_equal(rep.first_index, 500);
     assert_int_equal(rep.last_index, 502);
+    wal_close(w);
+}
+
+/* (f) Truncating inside a preallocated segment zeroes what it removes. The new record 11
+ * has the length of the old one, so the old record 12 would follow it exactly and, were it
+ * left in place, come back at recovery with index continuity intact. */
+static void test_wal_truncate_after__removed_records_do_not_come_back(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_recovery_report rep;
+    struct wal *w = wal_open_ok(f, 1 << 20, NULL);
+    for (uint64_t i = 1; i <= 20; i += 5) {
+        append_range(w, i, i + 4, 1);
+        assert_int_equal(wal_sync_now(w), 0);
+    }
+    char p[1024];
+    segment_path(f, 1, p, sizeof(p));
+    assert_int_equal(wal_truncate_after(w, 15), 0);
+    assert_int_equal(file_size(p), 1 << 20); /* the preallocation stays */
+    assert_true(file_zero_from(p, records_end(1, 15)));
+    wal_close(w);
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 15);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(replay_count(w, 1, 1), 15);
+
+    assert_int_equal(wal_truncate_after(w, 10), 0);
+    append_range(w, 11, 11, 2); /* same payload and length as the old 11, new term */
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    w = wal_open_ok(f, 1 << 20, &rep);
+    assert_int_equal(rep.last_index, 11);
+    assert_int_equal(rep.records, 11);
+    assert_int_equal(rep.cut_bytes, 0);
+    assert_string_equal(rep.cut_reason, "");
+    struct replay_check c = {.next = 1};
+    assert_int_equal(wal_replay(w, 1, replay_check_fn, &c), 0);
+    assert_int_equal(c.count, 11);
+    assert_int_equal(c.last_term, 2);
+    wal_close(w);
+}
+
+/* (g) No room for the zeros: the zero-fill fails with ENOSPC after 1 MiB, the segment is
+ * truncated back and the batch appends, which counts as a warning, not an error. */
+static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_recovery_report rep;
+    struct wal *w = wal_open_ok(f, 3 << 20, NULL);
+    struct wal_batch *b = NULL;
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_batch_take(w, &b), 0);
+    assert_non_null(b);
+    fault_zero_errno = ENOSPC;
+    fault_zero_after = 1;
+    count_fdatasync = 0;
+    assert_int_equal(wal_batch_write(b), 0);
+    assert_int_equal(wal_batch_finish(w, b, 0), 0);
+    assert_int_equal(count_fdatasync, 1);
+    assert_int_equal(wal_durable_index(w), 10);
+    assert_int_equal(wal_prealloc_fallbacks(w), 1);
+    char p[1024];
+    segment_path(f, 1, p, sizeof(p));
+    assert_int_equal(file_size(p), records_end(1, 10));
+    append_range(w, 11, 20, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(file_size(p), records_end(1, 20)); /* appending */
+    wal_close(w);
+
+    /* Still no room at open: the active segment stays as it is, and appends. */
+    w = wal_open_ok(f, 3 << 20, &rep);
+    assert_int_equal(rep.last_index, 20);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(wal_prealloc_fallbacks(w), 1);
+    assert_int_equal(file_size(p), records_end(1, 20));
+    append_range(w, 21, 22, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(file_size(p), records_end(1, 22));
+    wal_close(w);
+
+    /* Room again: open preallocates the active segment, appends overwrite the zeros. */
+    fault_zero_errno = 0;
+    w = wal_open_ok(f, 3 << 20, &rep);
+    assert_int_equal(rep.last_index, 22);
+    assert_string_equal(rep.cut_reason, "");
+    assert_int_equal(wal_prealloc_fallbacks(w), 0);
+    assert_int_equal(file_size(p), 3 << 20);
+    append_range(w, 23, 30, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(file_size(p), 3 << 20);
+    assert_true(file_zero_from(p, records_end(1, 30)));
+    assert_int_equal(replay_count(w, 1, 1), 30);
     wal_close(w);
 }
 
@@ -827,6 +1150,9 @@ int main(void)
         T(test_wal_batch_write__segment_roll),
         T(test_wal_open__torn_tail_cut),
         T(test_wal_open__corrupt_payload_cut),
+        T(test_wal_open__clean_zero_tail_not_cut),
+        T(test_wal_open__torn_record_in_preallocated_segment_cut),
+        T(test_wal_replay__across_segments_with_zero_tails),
         T(test_wal_open__corrupt_earlier_segment_cuts_later),
         T(test_wal_open__bad_header_cuts_segment),
         T(test_wal_open__short_only_segment_gives_empty_log),
@@ -834,6 +1160,8 @@ int main(void)
         T(test_wal_batch_finish__fdatasync_eio_is_fatal),
         T(test_wal_batch_write__pwrite_error_returned),
         T(test_wal_truncate_after__then_append),
+        T(test_wal_truncate_after__removed_records_do_not_come_back),
+        T(test_wal_batch_write__prealloc_enospc_falls_back_to_append),
         T(test_wal_truncate_after__pending_only),
         T(test_wal_drop_before__removes_old_segments),
         T(test_wal_append__non_contiguous_rejected),
