@@ -332,6 +332,7 @@ int main(int argc, char **argv)
         .log = corrald_log,
         .send = d->config.member_count > 1 ? corrald_send : NULL,
         .flush_at_loop_end = true,
+        .snapshot_fork = true,
     };
     if (d->config.member_count > 1 && corrald_transport_start(d, error, sizeof error) != 0) {
         corrald_log(d, 3, error);

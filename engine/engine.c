@@ -38,6 +38,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "engine_internal.h"
 #include "raft.h"
@@ -989,8 +991,11 @@ static void engine_disk_check(struct engine *e, uint64_t now)
     e->disk_low = low;
 }
 
+static void engine_snapshot_reap(struct engine *e);
+
 void engine_tick(struct engine *e)
 {
+    engine_snapshot_reap(e);
     replication_tick(e);
     if (e->shutting_down)
         return;
@@ -1145,6 +1150,8 @@ static void snapshot_job_done(void *arg)
     free(job);
 }
 
+static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job);
+
 static void engine_snapshot_maybe(struct engine *e)
 {
     if (e->snapshot_in_flight || e->shutting_down || e->applied_index == e->last_snapshot_index)
@@ -1162,10 +1169,11 @@ static void engine_snapshot_maybe(struct engine *e)
     job->keep = e->options.snapshots_keep;
     job->started_ms = engine_now(e);
     snprintf(job->dir, sizeof job->dir, "%s", e->options.data_dir);
-    /* The image is encoded here, on the loop thread, so that it is exactly the state
-     * at applied_index; only the write and fsync go to a worker. The pause grows with
-     * the tree (see the README's figures); a fork-based or copy-on-write image would
-     * remove it. */
+    if (e->host.snapshot_fork && engine_snapshot_fork(e, job))
+        return;
+    /* Without a child: the image is encoded here, on the loop thread, so that it is
+     * exactly the state at applied_index; only the write and fsync go to a worker. The
+     * pause grows with the tree. */
     if (engine_state_encode(e, &job->body) != 0) {
         engine_logf(e, 2, "snapshot skipped: out of memory encoding the state");
         bytes_free(&job->body);
@@ -1179,6 +1187,50 @@ static void engine_snapshot_maybe(struct engine *e)
         bytes_free(&job->body);
         free(job);
     }
+}
+
+/* A snapshot written by a child process (Redis's way): fork() gives the child a
+ * copy-on-write image of the state exactly at applied_index, so the child encodes and
+ * writes it while the loop thread goes on serving, and the pause is the fork itself
+ * (page tables: milliseconds) instead of encoding the whole tree. The child touches no
+ * socket and leaves with _exit, so the parent's threads and libraries are not
+ * disturbed; glibc's fork keeps malloc usable in the child. The parent learns of the
+ * end from engine_tick (waitpid, no signal handler). Returns false when it could not
+ * fork (the caller then encodes on the loop as before). */
+static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        struct bytes body = {0};
+        int rc = engine_state_encode(e, &body);
+        if (rc == 0)
+            rc = snapshot_write(job->dir, job->zxid, job->term, body.data, body.length);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    e->snapshot_pid = pid;
+    e->snapshot_child_job = job;
+    e->snapshot_in_flight = true;
+    return true;
+}
+
+/* engine_tick: has the snapshot child finished? */
+static void engine_snapshot_reap(struct engine *e)
+{
+    if (e->snapshot_pid <= 0)
+        return;
+    int status = 0;
+    pid_t pid = waitpid(e->snapshot_pid, &status, WNOHANG);
+    if (pid == 0)
+        return; /* still writing */
+    struct snapshot_job *job = e->snapshot_child_job;
+    e->snapshot_pid = 0;
+    e->snapshot_child_job = NULL;
+    bool ok = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    job->result = ok ? 0 : CORRAL_E_IO;
+    job->oldest_kept = ok ? snapshot_prune(job->dir, job->keep) : 0;
+    snapshot_job_done(job);
 }
 
 /* ------------------------------------------------------------------------------ */

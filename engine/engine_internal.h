@@ -18,6 +18,7 @@
 
 struct watch_registry;
 struct history;
+struct snapshot_job;
 struct waiter_index;
 struct wal;
 struct cluster;
@@ -144,6 +145,8 @@ struct engine {
 
     bool wal_batch_outstanding;
     bool snapshot_in_flight;
+    int snapshot_pid;                        /* child writing a snapshot, 0 = none */
+    struct snapshot_job *snapshot_child_job; /* its job, finished by engine_tick */
     bool shutting_down;
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
