@@ -36,7 +36,10 @@ static void run(const char *dir, const char *way, int count, int bytes)
     char path[4096];
     snprintf(path, sizeof path, "%s/fsyncfloor.%d", dir, getpid());
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
-    if (fd < 0) { perror(path); exit(1); }
+    if (fd < 0) {
+        perror(path);
+        exit(1);
+    }
     char *buf = malloc(bytes);
     memset(buf, 'v', bytes);
     int overwrite = !strcmp(way, "overwrite");
@@ -45,7 +48,10 @@ static void run(const char *dir, const char *way, int count, int bytes)
         char *zero = calloc(1, 1 << 20);
         long total = (long)count * bytes;
         for (long off = 0; off < total; off += 1 << 20)
-            if (write(fd, zero, 1 << 20) < 0) { perror("write"); exit(1); }
+            if (write(fd, zero, 1 << 20) < 0) {
+                perror("write");
+                exit(1);
+            }
         fsync(fd);
         lseek(fd, 0, SEEK_SET);
         free(zero);
@@ -54,8 +60,14 @@ static void run(const char *dir, const char *way, int count, int bytes)
     double t0 = now_s();
     for (int i = 0; i < count; i++) {
         double s = now_s();
-        if (write(fd, buf, bytes) != bytes) { perror("write"); exit(1); }
-        if (fdatasync(fd) != 0) { perror("fdatasync"); exit(1); }
+        if (write(fd, buf, bytes) != bytes) {
+            perror("write");
+            exit(1);
+        }
+        if (fdatasync(fd) != 0) {
+            perror("fdatasync");
+            exit(1);
+        }
         lat[i] = (now_s() - s) * 1e3;
     }
     double el = now_s() - t0;
@@ -70,7 +82,10 @@ static void run(const char *dir, const char *way, int count, int bytes)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { fprintf(stderr, "usage: fsyncfloor DIR [count] [bytes]\n"); return 2; }
+    if (argc < 2) {
+        fprintf(stderr, "usage: fsyncfloor DIR [count] [bytes]\n");
+        return 2;
+    }
     int count = argc > 2 ? atoi(argv[2]) : 5000;
     int bytes = argc > 3 ? atoi(argv[3]) : 100;
     run(argv[1], "append", count, bytes);

@@ -49,11 +49,17 @@ static int nwatch = 1, rounds = 5, settle_ms = -1;
 static int dial(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) { perror("socket"); exit(2); }
+    if (fd < 0) {
+        perror("socket");
+        exit(2);
+    }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (int tries = 0; connect(fd, (struct sockaddr *)&a, sizeof a) != 0; tries++) {
-        if (tries > 50) { perror("connect"); exit(2); }
+        if (tries > 50) {
+            perror("connect");
+            exit(2);
+        }
         usleep(20000);
     }
     int one = 1;
@@ -66,11 +72,17 @@ static void send_all(int fd, const char *s, size_t n)
     while (n) {
         ssize_t w = write(fd, s, n);
         if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) { usleep(100); continue; }
-            perror("write"); exit(2);
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                usleep(100);
+                continue;
+            }
+            perror("write");
+            exit(2);
         }
-        s += w; n -= w;
+        s += w;
+        n -= w;
     }
 }
 
@@ -79,12 +91,14 @@ static int complete(conn_t *c)
 {
     c->buf[c->len] = 0;
     char *end = strstr(c->buf, "\r\n\r\n");
-    if (!end) return 0;
+    if (!end)
+        return 0;
     c->headers_seen = 1;
     char *body = end + 4;
     int have = c->len - (int)(body - c->buf);
     char *cl = strcasestr(c->buf, "\r\ncontent-length:");
-    if (cl && cl < end) return have >= atoi(cl + 17);
+    if (cl && cl < end)
+        return have >= atoi(cl + 17);
     if (strcasestr(c->buf, "\r\ntransfer-encoding: chunked"))
         return have >= 5 && !memcmp(c->buf + c->len - 5, "0\r\n\r\n", 5);
     return 0;
@@ -101,15 +115,28 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt(argc, argv, "p:s:n:R:S:")) != -1) {
         switch (o) {
-        case 'p': port = atoi(optarg); break;
-        case 's': sys_name = optarg; break;
-        case 'n': nwatch = atoi(optarg); break;
-        case 'R': rounds = atoi(optarg); break;
-        case 'S': settle_ms = atoi(optarg); break;
-        default: fprintf(stderr, "see the comment at the top of httpwatch.c\n"); return 2;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 's':
+            sys_name = optarg;
+            break;
+        case 'n':
+            nwatch = atoi(optarg);
+            break;
+        case 'R':
+            rounds = atoi(optarg);
+            break;
+        case 'S':
+            settle_ms = atoi(optarg);
+            break;
+        default:
+            fprintf(stderr, "see the comment at the top of httpwatch.c\n");
+            return 2;
         }
     }
-    if (settle_ms < 0) settle_ms = 300 + nwatch / 20;
+    if (settle_ms < 0)
+        settle_ms = 300 + nwatch / 20;
     int etcd = !strcmp(sys_name, "etcd");
     char watch_req[256], set_req[512], value[101];
     memset(value, 'v', 100);
@@ -117,10 +144,11 @@ int main(int argc, char **argv)
     if (etcd) {
         snprintf(watch_req, sizeof watch_req,
                  "GET /v2/keys/bench/w?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        snprintf(set_req, sizeof set_req,
-                 "PUT /v2/keys/bench/w HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\nvalue=%s",
-                 6 + 100, value);
+        snprintf(
+            set_req, sizeof set_req,
+            "PUT /v2/keys/bench/w HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\nvalue=%s",
+            6 + 100, value);
     } else {
         snprintf(watch_req, sizeof watch_req,
                  "GET /v1/watch/bench/w?timeout_ms=60000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
@@ -135,7 +163,8 @@ int main(int argc, char **argv)
         cs[i].fd = dial();
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
         epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
-        if (i % 256 == 255) usleep(2000); /* let the server accept */
+        if (i % 256 == 255)
+            usleep(2000); /* let the server accept */
     }
     double *lat = malloc(sizeof(double) * (size_t)nwatch * rounds);
     double *acks = malloc(sizeof(double) * rounds);
@@ -144,8 +173,13 @@ int main(int argc, char **argv)
     long missed = 0;
     struct epoll_event evs[512];
     for (int r = 0; r < rounds; r++) {
-        for (int i = 0; i <= nwatch; i++) { cs[i].len = 0; cs[i].done = 0; cs[i].headers_seen = 0; }
-        for (int i = 0; i < nwatch; i++) send_all(cs[i].fd, watch_req, strlen(watch_req));
+        for (int i = 0; i <= nwatch; i++) {
+            cs[i].len = 0;
+            cs[i].done = 0;
+            cs[i].headers_seen = 0;
+        }
+        for (int i = 0; i < nwatch; i++)
+            send_all(cs[i].fd, watch_req, strlen(watch_req));
         /* wait until parked: etcd shows it with early headers; corral: settle time */
         double until = now_s() + settle_ms / 1000.0;
         double give_up = now_s() + 30;
@@ -155,18 +189,27 @@ int main(int argc, char **argv)
             for (int k = 0; k < n; k++) {
                 conn_t *c = &cs[evs[k].data.u32];
                 ssize_t got = read(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
-                if (got <= 0) { fprintf(stderr, "httpwatch: connection closed early\n"); exit(2); }
+                if (got <= 0) {
+                    fprintf(stderr, "httpwatch: connection closed early\n");
+                    exit(2);
+                }
                 c->len += got;
                 int was = c->headers_seen;
-                if (complete(c)) { c->done = -1; } /* answered before the change: a miss */
-                if (!was && c->headers_seen) parked++;
+                if (complete(c)) {
+                    c->done = -1;
+                } /* answered before the change: a miss */
+                if (!was && c->headers_seen)
+                    parked++;
             }
         }
-        if (etcd && parked < nwatch) fprintf(stderr, "httpwatch: only %d/%d parked\n", parked, nwatch);
+        if (etcd && parked < nwatch)
+            fprintf(stderr, "httpwatch: only %d/%d parked\n", parked, nwatch);
         double t_set = now_s();
         send_all(cs[nwatch].fd, set_req, strlen(set_req));
         int pending = nwatch + 1;
-        for (int i = 0; i <= nwatch; i++) if (cs[i].done) pending--;
+        for (int i = 0; i <= nwatch; i++)
+            if (cs[i].done)
+                pending--;
         double deadline = t_set + 10;
         while (pending > 0 && now_s() < deadline) {
             int n = epoll_wait(ep, evs, 512, 100);
@@ -174,21 +217,34 @@ int main(int argc, char **argv)
             for (int k = 0; k < n; k++) {
                 conn_t *c = &cs[evs[k].data.u32];
                 ssize_t got = read(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
-                if (got <= 0) { fprintf(stderr, "httpwatch: connection closed\n"); exit(2); }
+                if (got <= 0) {
+                    fprintf(stderr, "httpwatch: connection closed\n");
+                    exit(2);
+                }
                 c->len += got;
-                if (!c->done && complete(c)) { c->done = t; pending--; }
+                if (!c->done && complete(c)) {
+                    c->done = t;
+                    pending--;
+                }
             }
         }
         for (int i = 0; i < nwatch; i++) {
-            if (cs[i].done > 0) lat[nlat++] = (cs[i].done - t_set) * 1e3;
-            else missed++;
+            if (cs[i].done > 0)
+                lat[nlat++] = (cs[i].done - t_set) * 1e3;
+            else
+                missed++;
         }
-        if (cs[nwatch].done > 0) acks[nack++] = (cs[nwatch].done - t_set) * 1e3;
-        if (pending > 0) { fprintf(stderr, "httpwatch: %d responses missing after 10 s\n", pending); break; }
+        if (cs[nwatch].done > 0)
+            acks[nack++] = (cs[nwatch].done - t_set) * 1e3;
+        if (pending > 0) {
+            fprintf(stderr, "httpwatch: %d responses missing after 10 s\n", pending);
+            break;
+        }
     }
     qsort(lat, nlat, sizeof *lat, cmp);
     qsort(acks, nack, sizeof *acks, cmp);
-    printf("RESULT watchers=%d rounds=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f ack_p50_ms=%.3f missed=%ld\n",
+    printf("RESULT watchers=%d rounds=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f ack_p50_ms=%.3f "
+           "missed=%ld\n",
            nwatch, rounds, nlat ? lat[nlat / 2] : 0, nlat ? lat[(size_t)(nlat * 0.99)] : 0,
            nlat ? lat[nlat - 1] : 0, nack ? acks[nack / 2] : 0, missed);
     return missed ? 1 : 0;

@@ -48,7 +48,8 @@ static void sample_add(samples_t *s, double ms)
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 1 << 16;
         s->v = realloc(s->v, s->cap * sizeof *s->v);
-        if (!s->v) abort();
+        if (!s->v)
+            abort();
     }
     s->v[s->n++] = (float)ms;
 }
@@ -61,7 +62,8 @@ static int cmp_float(const void *a, const void *b)
 
 static double pct(samples_t *s, double p)
 {
-    if (!s->n) return 0;
+    if (!s->n)
+        return 0;
     size_t i = (size_t)(p / 100.0 * (s->n - 1) + 0.5);
     return s->v[i];
 }
@@ -88,9 +90,12 @@ typedef struct {
 
 static void conn_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
-    (void)zh; (void)path; (void)ctx;
+    (void)zh;
+    (void)path;
+    (void)ctx;
     if (type == ZOO_SESSION_EVENT) {
-        if (state == ZOO_CONNECTED_STATE) connected++;
+        if (state == ZOO_CONNECTED_STATE)
+            connected++;
         else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
             fprintf(stderr, "zkbench: session lost (state %d)\n", state);
             exit(2);
@@ -105,26 +110,33 @@ static void pump(int timeout_ms)
     int n = 0;
     int map[nsessions + 1];
     for (int i = 0; i < nsessions + 1; i++) {
-        if (!zhs[i]) continue;
+        if (!zhs[i])
+            continue;
         int fd, interest;
         struct timeval tv;
         int rc = zookeeper_interest(zhs[i], &fd, &interest, &tv);
-        if (rc != ZOK && rc != ZCONNECTIONLOSS) continue;
-        if (fd < 0) continue;
+        if (rc != ZOK && rc != ZCONNECTIONLOSS)
+            continue;
+        if (fd < 0)
+            continue;
         int ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
-        if (ms < timeout_ms) timeout_ms = ms;
+        if (ms < timeout_ms)
+            timeout_ms = ms;
         pfds[n].fd = fd;
-        pfds[n].events = (interest & ZOOKEEPER_READ ? POLLIN : 0) |
-                         (interest & ZOOKEEPER_WRITE ? POLLOUT : 0);
+        pfds[n].events =
+            (interest & ZOOKEEPER_READ ? POLLIN : 0) | (interest & ZOOKEEPER_WRITE ? POLLOUT : 0);
         pfds[n].revents = 0;
         map[n++] = i;
     }
-    if (timeout_ms < 0) timeout_ms = 0;
+    if (timeout_ms < 0)
+        timeout_ms = 0;
     poll(pfds, n, timeout_ms);
     for (int k = 0; k < n; k++) {
         int ev = 0;
-        if (pfds[k].revents & (POLLIN | POLLERR | POLLHUP)) ev |= ZOOKEEPER_READ;
-        if (pfds[k].revents & POLLOUT) ev |= ZOOKEEPER_WRITE;
+        if (pfds[k].revents & (POLLIN | POLLERR | POLLHUP))
+            ev |= ZOOKEEPER_READ;
+        if (pfds[k].revents & POLLOUT)
+            ev |= ZOOKEEPER_WRITE;
         zookeeper_process(zhs[map[k]], ev);
     }
 }
@@ -135,15 +147,22 @@ static void connect_all(int n)
     pfds = calloc(n + 1, sizeof *pfds);
     for (int i = 0; i < n; i++) {
         zhs[i] = zookeeper_init(host, conn_watcher, 30000, NULL, NULL, 0);
-        if (!zhs[i]) { perror("zookeeper_init"); exit(2); }
+        if (!zhs[i]) {
+            perror("zookeeper_init");
+            exit(2);
+        }
         /* Do not open thousands of sockets at once: let each batch finish its handshake. */
         if (i % 256 == 255)
-            while (connected < i + 1) pump(100);
+            while (connected < i + 1)
+                pump(100);
     }
     double deadline = now_s() + 60;
     while (connected < n) {
         pump(100);
-        if (now_s() > deadline) { fprintf(stderr, "zkbench: only %d/%d connected\n", connected, n); exit(2); }
+        if (now_s() > deadline) {
+            fprintf(stderr, "zkbench: only %d/%d connected\n", connected, n);
+            exit(2);
+        }
     }
 }
 
@@ -155,20 +174,35 @@ static void done_common(int rc, const void *data)
     req_t *r = (req_t *)data;
     double t = now_s();
     inflight--;
-    if (rc != ZOK) errors++;
+    if (rc != ZOK)
+        errors++;
     else {
         ops++;
         sample_add(&lat, (t - r->started) * 1e3);
     }
     int s = r->session;
     free(r);
-    if (!stopping && t < t_end) issue(s);
+    if (!stopping && t < t_end)
+        issue(s);
 }
 
-static void stat_done(int rc, const struct Stat *stat, const void *data) { (void)stat; done_common(rc, data); }
+static void stat_done(int rc, const struct Stat *stat, const void *data)
+{
+    (void)stat;
+    done_common(rc, data);
+}
 static void data_done(int rc, const char *v, int len, const struct Stat *stat, const void *data)
-{ (void)v; (void)len; (void)stat; done_common(rc, data); }
-static void string_done(int rc, const char *v, const void *data) { (void)v; done_common(rc, data); }
+{
+    (void)v;
+    (void)len;
+    (void)stat;
+    done_common(rc, data);
+}
+static void string_done(int rc, const char *v, const void *data)
+{
+    (void)v;
+    done_common(rc, data);
+}
 
 static void issue(int session)
 {
@@ -178,9 +212,11 @@ static void issue(int session)
     zhandle_t *zh = zhs[session];
     const char *m = mode;
     char path[64];
-    if (!strcmp(m, "mix")) m = (rand() % 100 < read_pct) ? "getr" : "set";
+    if (!strcmp(m, "mix"))
+        m = (rand() % 100 < read_pct) ? "getr" : "set";
     int rc;
-    if (!strcmp(m, "get")) rc = zoo_aget(zh, "/bench/k0", 0, data_done, r);
+    if (!strcmp(m, "get"))
+        rc = zoo_aget(zh, "/bench/k0", 0, data_done, r);
     else if (!strcmp(m, "getr")) {
         snprintf(path, sizeof path, "/bench/k%d", rand() % 1000);
         rc = zoo_aget(zh, path, 0, data_done, r);
@@ -190,8 +226,14 @@ static void issue(int session)
     } else if (!strcmp(m, "create"))
         rc = zoo_acreate(zh, "/queue/item-", value, value_bytes, &ZOO_OPEN_ACL_UNSAFE,
                          ZOO_PERSISTENT_SEQUENTIAL, string_done, r);
-    else { fprintf(stderr, "zkbench: unknown mode %s\n", mode); exit(2); }
-    if (rc != ZOK) { fprintf(stderr, "zkbench: submit failed %d\n", rc); exit(2); }
+    else {
+        fprintf(stderr, "zkbench: unknown mode %s\n", mode);
+        exit(2);
+    }
+    if (rc != ZOK) {
+        fprintf(stderr, "zkbench: submit failed %d\n", rc);
+        exit(2);
+    }
     inflight++;
 }
 
@@ -201,16 +243,20 @@ static int run_load(void)
     double t0 = now_s();
     t_end = t0 + seconds;
     for (int s = 0; s < nsessions; s++)
-        for (int w = 0; w < window; w++) issue(s);
-    while (now_s() < t_end) pump(10);
+        for (int w = 0; w < window; w++)
+            issue(s);
+    while (now_s() < t_end)
+        pump(10);
     double t1 = now_s();
     stopping = 1;
     long done_ops = ops;
-    while (inflight > 0) pump(10);
+    while (inflight > 0)
+        pump(10);
     qsort(lat.v, lat.n, sizeof *lat.v, cmp_float);
     printf("RESULT ops=%ld ops_per_s=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%ld\n",
            done_ops, done_ops / (t1 - t0), pct(&lat, 50), pct(&lat, 99), pct(&lat, 99.9), errors);
-    for (int s = 0; s < nsessions; s++) zookeeper_close(zhs[s]);
+    for (int s = 0; s < nsessions; s++)
+        zookeeper_close(zhs[s]);
     return 0;
 }
 
@@ -219,15 +265,22 @@ static long sync_pending;
 static int sync_rc_bad;
 static void sync_string_done(int rc, const char *v, const void *d)
 {
-    (void)v; (void)d;
+    (void)v;
+    (void)d;
     sync_pending--;
-    if (rc != ZOK && rc != ZNODEEXISTS) { fprintf(stderr, "zkbench: create rc %d\n", rc); sync_rc_bad++; }
+    if (rc != ZOK && rc != ZNODEEXISTS) {
+        fprintf(stderr, "zkbench: create rc %d\n", rc);
+        sync_rc_bad++;
+    }
 }
 static void sync_multi_done(int rc, const void *d)
 {
     free((void *)d);
     sync_pending--;
-    if (rc != ZOK) { fprintf(stderr, "zkbench: multi rc %d\n", rc); sync_rc_bad++; }
+    if (rc != ZOK) {
+        fprintf(stderr, "zkbench: multi rc %d\n", rc);
+        sync_rc_bad++;
+    }
 }
 
 static void acreate(const char *path, const char *data, int len)
@@ -238,8 +291,10 @@ static void acreate(const char *path, const char *data, int len)
 
 static void drain(long max_pending)
 {
-    while (sync_pending > max_pending) pump(100);
-    if (sync_rc_bad) exit(2);
+    while (sync_pending > max_pending)
+        pump(100);
+    if (sync_rc_bad)
+        exit(2);
 }
 
 static int run_setup(void)
@@ -295,7 +350,10 @@ static int run_populate(void)
         }
         sync_pending++;
         int rc = zoo_amulti(zhs[0], n, opsv, res, sync_multi_done, mem);
-        if (rc != ZOK) { fprintf(stderr, "zkbench: amulti %d\n", rc); exit(2); }
+        if (rc != ZOK) {
+            fprintf(stderr, "zkbench: amulti %d\n", rc);
+            exit(2);
+        }
         made += n;
         drain(8);
     }
@@ -307,7 +365,13 @@ static int run_populate(void)
 
 static int check_rc = -1;
 static void check_done(int rc, const char *v, int len, const struct Stat *st, const void *d)
-{ (void)v; (void)len; (void)st; (void)d; check_rc = rc; }
+{
+    (void)v;
+    (void)len;
+    (void)st;
+    (void)d;
+    check_rc = rc;
+}
 
 static int run_check(void)
 {
@@ -317,7 +381,8 @@ static int run_check(void)
     long last = count - 1;
     snprintf(path, sizeof path, "/mem/p%ld/n%ld", last / 1000, last % 1000);
     zoo_aget(zhs[0], path, 0, check_done, NULL);
-    while (check_rc == -1) pump(100);
+    while (check_rc == -1)
+        pump(100);
     printf("RESULT check=%s rc=%d\n", path, check_rc);
     zookeeper_close(zhs[0]);
     return check_rc == ZOK ? 0 : 1;
@@ -330,8 +395,11 @@ static long armed, got;
 
 static void watch_fired(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
-    (void)zh; (void)state; (void)path;
-    if (type == ZOO_SESSION_EVENT) return conn_watcher(zh, type, state, path, ctx);
+    (void)zh;
+    (void)state;
+    (void)path;
+    if (type == ZOO_SESSION_EVENT)
+        return conn_watcher(zh, type, state, path, ctx);
     long i = (long)(intptr_t)ctx;
     if (notified[i] == 0) {
         notified[i] = now_s();
@@ -341,15 +409,23 @@ static void watch_fired(zhandle_t *zh, int type, int state, const char *path, vo
 
 static void armed_done(int rc, const struct Stat *st, const void *d)
 {
-    (void)st; (void)d;
-    if (rc != ZOK) { fprintf(stderr, "zkbench: wexists rc %d\n", rc); exit(2); }
+    (void)st;
+    (void)d;
+    if (rc != ZOK) {
+        fprintf(stderr, "zkbench: wexists rc %d\n", rc);
+        exit(2);
+    }
     armed++;
 }
 
 static void set_done(int rc, const struct Stat *st, const void *d)
 {
-    (void)st; (void)d;
-    if (rc != ZOK) { fprintf(stderr, "zkbench: set rc %d\n", rc); exit(2); }
+    (void)st;
+    (void)d;
+    if (rc != ZOK) {
+        fprintf(stderr, "zkbench: set rc %d\n", rc);
+        exit(2);
+    }
     t_ack = now_s();
 }
 
@@ -366,27 +442,36 @@ static int run_watch(void)
         for (int i = 0; i < n; i++) {
             notified[i] = 0;
             zoo_awexists(zhs[i], "/bench/w", watch_fired, (void *)(intptr_t)i, armed_done, NULL);
-            if (i % 512 == 511) pump(0);
+            if (i % 512 == 511)
+                pump(0);
         }
-        while (armed < n) pump(50);
+        while (armed < n)
+            pump(50);
         /* every exists call has been answered, so every watch is registered */
         double settle = now_s() + 0.2;
-        while (now_s() < settle) pump(20);
+        while (now_s() < settle)
+            pump(20);
         t_ack = 0;
         t_set = now_s();
         zoo_aset(zhs[n], "/bench/w", value, value_bytes, -1, set_done, NULL);
         double deadline = t_set + 10;
-        while ((got < n || t_ack == 0) && now_s() < deadline) pump(5);
+        while ((got < n || t_ack == 0) && now_s() < deadline)
+            pump(5);
         for (int i = 0; i < n; i++) {
-            if (notified[i]) sample_add(&lat, (notified[i] - t_set) * 1e3);
-            else missed++;
+            if (notified[i])
+                sample_add(&lat, (notified[i] - t_set) * 1e3);
+            else
+                missed++;
         }
-        if (t_ack) sample_add(&acks, (t_ack - t_set) * 1e3);
+        if (t_ack)
+            sample_add(&acks, (t_ack - t_set) * 1e3);
     }
     qsort(lat.v, lat.n, sizeof *lat.v, cmp_float);
     qsort(acks.v, acks.n, sizeof *acks.v, cmp_float);
-    printf("RESULT watchers=%d rounds=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f ack_p50_ms=%.3f missed=%ld\n",
-           n, rounds, pct(&lat, 50), pct(&lat, 99), lat.n ? lat.v[lat.n - 1] : 0, pct(&acks, 50), missed);
+    printf("RESULT watchers=%d rounds=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f ack_p50_ms=%.3f "
+           "missed=%ld\n",
+           n, rounds, pct(&lat, 50), pct(&lat, 99), lat.n ? lat.v[lat.n - 1] : 0, pct(&acks, 50),
+           missed);
     return 0;
 }
 
@@ -395,25 +480,49 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt(argc, argv, "H:m:s:w:d:r:v:n:R:")) != -1) {
         switch (c) {
-        case 'H': host = optarg; break;
-        case 'm': mode = optarg; break;
-        case 's': nsessions = atoi(optarg); break;
-        case 'w': window = atoi(optarg); break;
-        case 'd': seconds = atof(optarg); break;
-        case 'r': read_pct = atoi(optarg); break;
-        case 'v': value_bytes = atoi(optarg); break;
-        case 'n': count = atol(optarg); break;
-        case 'R': rounds = atoi(optarg); break;
-        default: fprintf(stderr, "see the comment at the top of zkbench.c\n"); return 2;
+        case 'H':
+            host = optarg;
+            break;
+        case 'm':
+            mode = optarg;
+            break;
+        case 's':
+            nsessions = atoi(optarg);
+            break;
+        case 'w':
+            window = atoi(optarg);
+            break;
+        case 'd':
+            seconds = atof(optarg);
+            break;
+        case 'r':
+            read_pct = atoi(optarg);
+            break;
+        case 'v':
+            value_bytes = atoi(optarg);
+            break;
+        case 'n':
+            count = atol(optarg);
+            break;
+        case 'R':
+            rounds = atoi(optarg);
+            break;
+        default:
+            fprintf(stderr, "see the comment at the top of zkbench.c\n");
+            return 2;
         }
     }
     zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
     value = malloc(value_bytes + 1);
     memset(value, 'v', value_bytes);
     srand(getpid());
-    if (!strcmp(mode, "setup")) return run_setup();
-    if (!strcmp(mode, "populate")) return run_populate();
-    if (!strcmp(mode, "check")) return run_check();
-    if (!strcmp(mode, "watch")) return run_watch();
+    if (!strcmp(mode, "setup"))
+        return run_setup();
+    if (!strcmp(mode, "populate"))
+        return run_populate();
+    if (!strcmp(mode, "check"))
+        return run_check();
+    if (!strcmp(mode, "watch"))
+        return run_watch();
     return run_load();
 }
