@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 jobs=$(nproc)
 
+echo "== format (.clang-format)"
+clang-format --dry-run -Werror api/*.c api/*.h engine/*.c engine/*.h cluster/*.c cluster/*.h \
+    tests/unit/*.c tests/unit/*.h tests/sim/*.c tools/bench/*.c
+
 echo "== build (RelWithDebInfo)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
