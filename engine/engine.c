@@ -1207,6 +1207,11 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
         int rc = engine_state_encode(e, &body);
         if (rc == 0)
             rc = snapshot_write(job->dir, job->zxid, job->term, body.data, body.length);
+        /* Prune at once, so that the files on disk go from N to N snapshots (the
+         * parent's prune after the reap then finds nothing to do and says what is
+         * kept). */
+        if (rc == 0 && snapshot_prune(job->dir, job->keep) < 0)
+            rc = CORRAL_E_IO;
         _exit(rc == 0 ? 0 : 1);
     }
     e->snapshot_pid = pid;
