@@ -408,6 +408,11 @@ static enum MHD_Result http_response_queue(struct api_request *r)
     MHD_add_response_header(resp, "Corral-Zxid", zxid);
     if (r->allow != NULL)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->events_pending > 0) {
+        char pending[24];
+        snprintf(pending, sizeof pending, "%zu", r->events_pending);
+        MHD_add_response_header(resp, "Corral-Events-Pending", pending);
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
     MHD_destroy_response(resp); /* refcounted: MHD keeps its own reference */
     r->response_queued = true;

@@ -65,7 +65,8 @@ struct api_request {
     unsigned status;
     char *response_body; /* JSON text, owned (NULL = no body) */
     size_t response_length;
-    const char *allow; /* Allow header for 405; static */
+    const char *allow;     /* Allow header for 405; static */
+    size_t events_pending; /* > 0: Corral-Events-Pending header (a body-less answer) */
 
     /* routes.c's state across an engine call. */
     enum api_route route;

@@ -349,7 +349,11 @@ static void routes_znode_get(struct api_request *r, uint64_t session, bool head)
         /* exists: the watch is set whether or not the node exists (it fires on create) */
         if (watch && rc != CORRAL_E_BAD_ARGUMENTS && !routes_watch_add(r, session, WATCH_KIND_DATA))
             return;
-        /* HEAD: status only, never a body. */
+        /* HEAD: status only, never a body. It cannot carry the session's pending events
+         * as a GET does, so it says that there are some: a client reads them (events
+         * poll) before it acts on this answer, and the ordering guarantee holds. */
+        if (session != 0)
+            r->events_pending = engine_session_events_pending(e, session);
         api_request_respond(r, rc == 0 ? 200 : api_error_status(rc), NULL);
         return;
     }

@@ -406,6 +406,21 @@ class WatchTest(WatchTestBase):
         self.assertEqual(r.body["children"], ["k"])
         self.assertEqual(self.events(sid), [])
 
+    def test_exists_says_events_are_pending(self):
+        # HEAD has no body to carry the events: it says how many wait, so the client
+        # reads them before it acts on the answer (ZooKeeper's ordering guarantee).
+        p = self.fresh()
+        sid = self.open()
+        self.watch_get(p, sid)
+        r = self.c.exists(p, session=sid)
+        self.assertIsNone(r.headers.get("corral-events-pending"))
+        self.set_z(p, "new")
+        r = self.c.exists(p, session=sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.headers.get("corral-events-pending"), "1")
+        self.assertEqual(len(self.events(sid)), 1)
+        self.assertIsNone(self.c.exists(p, session=sid).headers.get("corral-events-pending"))
+
     # --- removeWatches ----------------------------------------------------------------
     def test_remove_watches(self):
         p = self.fresh()
