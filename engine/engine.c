@@ -38,6 +38,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1199,10 +1201,15 @@ static void engine_snapshot_maybe(struct engine *e)
  * fork (the caller then encodes on the loop as before). */
 static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         return false;
     if (pid == 0) {
+        /* Die with the server: a child outliving a killed server would keep writing
+         * into a data dir that a restarted server now owns. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(1); /* (the server died before the line above took effect) */
         struct bytes body = {0};
         int rc = engine_state_encode(e, &body);
         if (rc == 0)
