@@ -179,11 +179,6 @@ static void routes_on_done(void *arg, const struct engine_result *res)
         api_request_respond(r, 200, json_pack("{s:o}", "results", results));
         break;
     }
-    case API_ROUTE_SYNC:
-        api_request_respond(r, 200,
-                            json_pack("{s:s%,s:I}", "path", r->path, r->path_length, "zxid",
-                                      (json_int_t)res->zxid));
-        break;
     case API_ROUTE_SESSION_OPEN:
         json_codec_session_format(res->session_id, id);
         api_request_respond(

@@ -84,12 +84,6 @@ _Noreturn void engine_fatal(struct engine *e, const char *what)
     abort();
 }
 
-void engine_log_message(struct engine *e, int level, const char *message)
-{
-    if (e->host.log)
-        e->host.log(e->host.data, level, message);
-}
-
 uint64_t engine_now(struct engine *e)
 {
     return e->host.monotonic_ms(e->host.data);
@@ -292,8 +286,7 @@ static int prep_one(struct engine *e, uint64_t session_id, const struct engine_o
 /* Puts an encoded txn into the replicated log (this member leads). Takes ownership of
  * *payload (moved into the in-flight record). Returns 0 or a negative code (nothing
  * proposed). */
-static int engine_propose(struct engine *e, struct bytes *payload, engine_done_fn done, void *arg,
-                          bool is_multi)
+static int engine_propose(struct engine *e, struct bytes *payload, engine_done_fn done, void *arg)
 {
     struct inflight *f = calloc(1, sizeof *f); /* owned by the in-flight queue */
     if (!f)
@@ -305,7 +298,6 @@ static int engine_propose(struct engine *e, struct bytes *payload, engine_done_f
     f->payload = *payload;
     f->done = done;
     f->arg = arg;
-    f->is_multi = is_multi;
     f->proposed_ms = engine_now(e);
     f->index = predicted;
     if (e->inflight_tail)
@@ -652,7 +644,7 @@ int engine_submit_ops(struct engine *e, uint64_t session_id, const struct engine
         engine_error_set(e, error, rc, -1, NULL, 0);
         goto out;
     }
-    rc = engine_propose(e, &payload, done, arg, is_multi);
+    rc = engine_propose(e, &payload, done, arg);
     if (rc != 0) {
         overlay_undo_apply(&e->overlay, &undo);
         engine_error_set(e, error, rc, -1, NULL, 0);
@@ -682,7 +674,7 @@ static int engine_submit_txn(struct engine *e, const struct txn *t, engine_done_
         bytes_free(&payload);
         return CORRAL_E_NO_MEMORY;
     }
-    int rc = engine_propose(e, &payload, done, arg, false);
+    int rc = engine_propose(e, &payload, done, arg);
     bytes_free(&payload);
     return rc;
 }
@@ -1511,7 +1503,6 @@ void engine_close(struct engine *e)
     tree_destroy(e->tree);
     session_table_free(&e->sessions);
     overlay_free(&e->overlay);
-    bytes_free(&e->scratch_payload);
     free(e);
 }
 

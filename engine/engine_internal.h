@@ -122,7 +122,6 @@ struct inflight {
     engine_done_fn done;  /* NULL for the engine's own txns (expiry, reaping), and once
                              the client was told TIMEOUT */
     void *arg;
-    bool is_multi;
     uint64_t proposed_ms;
 };
 
@@ -189,14 +188,12 @@ struct engine {
     uint64_t next_raft_tick_ms;
     uint64_t member_heard_ms[ENGINE_MAX_MEMBERS]; /* by position in options.members */
 
-    /* Scratch buffers reused by prep, to keep allocation off the request path. */
-    struct bytes scratch_payload;
+    /* Prep's error details for engine_error_set. */
     char error_path[PATH_MAX_BYTES + PATH_SEQUENTIAL_DIGITS + 1];
     const char *error_message; /* why prep refused, for engine_error_set */
 };
 
 /* engine.c */
-void engine_log_message(struct engine *e, int level, const char *message);
 void engine_logf(struct engine *e, int level, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 _Noreturn void engine_fatal(struct engine *e, const char *what);

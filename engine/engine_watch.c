@@ -452,11 +452,11 @@ static void emit_live(void *arg, uint8_t type, const char *path, size_t length, 
 {
     struct engine *e = arg;
     if (watch_trigger(e->watches, type, path, length, zxid) != 0)
-        engine_log_message(e, 2, "out of memory queueing watch events; some were lost");
+        engine_logf(e, 2, "out of memory queueing watch events; some were lost");
     if (!e->history)
         return;
     if (history_append(e->history, type, path, length, zxid) != 0)
-        engine_log_message(e, 2, "out of memory keeping event history; the log serves it");
+        engine_logf(e, 2, "out of memory keeping event history; the log serves it");
     if (e->waiters->waiter_count == 0)
         return;
     /* exact waiters on the path, recursive ones on the path and every ancestor */
