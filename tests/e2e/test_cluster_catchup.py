@@ -48,7 +48,7 @@ class Catchup(unittest.TestCase):
 
     def test_member_catches_up_by_snapshot(self):
         cl = self.cluster = Cluster("cluster_catchup", 3,
-                                    ["--snapshot-every", "20000", "--tick-ms", "200"],
+                                    ["--snapshot-every", "20000", "--tick-ms", "200", "--request-timeout-ms", "30000"],
                                     request_timeout_ms=20000)
         cl.start(timeout=60)
         leader = cl.wait_leader()
@@ -144,7 +144,7 @@ class Catchup(unittest.TestCase):
         # trailing entries kept after a snapshot) it should be a snapshot install, but we
         # have seen it replay entries the leader should have compacted (see the report:
         # suspected missing log compaction). Not asserted: it varies from run to run.
-        cl = self.cluster = Cluster("cluster_snapinstall", 3, ["--snapshot-every", "2000"],
+        cl = self.cluster = Cluster("cluster_snapinstall", 3, ["--snapshot-every", "2000", "--request-timeout-ms", "30000"],
                                     request_timeout_ms=20000)
         cl.start(timeout=60)
         leader = cl.wait_leader()
