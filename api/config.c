@@ -46,6 +46,8 @@ static const struct config_option config_options[] = {
      "txns between snapshots"},
     {"--wal-segment-bytes", CONFIG_KIND_U64, CONFIG_AT(wal_segment_bytes), 4096, "N",
      "start a new log segment past this size (old segments are dropped whole)"},
+    {"--wal-batches-in-flight", CONFIG_KIND_U32, CONFIG_AT(wal_batches_in_flight), 1, "N",
+     "log batches written and fdatasynced at once (pipelined group commit, at most 8)"},
     {"--min-free-disk-bytes", CONFIG_KIND_U64, CONFIG_AT(min_free_disk_bytes), 0, "N",
      "refuse writes (507 NO_SPACE) while the data dir has less free space"},
     {"--snapshots-keep", CONFIG_KIND_U32, CONFIG_AT(snapshots_keep), 1, "N", "snapshot files kept"},
@@ -89,6 +91,7 @@ void config_defaults(struct config *c)
     c->max_body_bytes = 4194304;
     c->snapshot_every = 100000;
     c->wal_segment_bytes = 64u * 1024 * 1024;
+    c->wal_batches_in_flight = 2;
     c->min_free_disk_bytes = 64u * 1024 * 1024;
     c->snapshots_keep = 3;
     c->container_check_ms = 60000;

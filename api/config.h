@@ -36,6 +36,7 @@ struct config {
     uint64_t max_body_bytes;
     uint64_t snapshot_every;
     uint64_t wal_segment_bytes;
+    uint32_t wal_batches_in_flight;
     uint64_t min_free_disk_bytes;
     uint32_t snapshots_keep;
     uint32_t container_check_ms;

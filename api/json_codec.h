@@ -95,4 +95,10 @@ char *json_codec_read_render(const char *path, size_t path_length, const uint8_t
                              size_t data_length, const struct znode_stat *st, bool force_base64,
                              size_t *length);
 
+/* The answer to a create or set, {"path","stat"}, rendered the same way. Returns a
+ * malloc'd, NUL-terminated string owned by the caller (free), or NULL when out of
+ * memory. */
+char *json_codec_path_stat_render(const char *path, size_t path_length, const struct znode_stat *st,
+                                  size_t *length);
+
 #endif

@@ -312,6 +312,7 @@ int main(int argc, char **argv)
         .snapshots_keep = d->config.snapshots_keep,
         .reap_interval_ms = d->config.container_check_ms,
         .wal_segment_bytes = d->config.wal_segment_bytes,
+        .wal_batches_in_flight = d->config.wal_batches_in_flight,
         .min_free_disk_bytes = d->config.min_free_disk_bytes,
         .history_events = d->config.history_events,
         .history_bytes = d->config.history_bytes,

@@ -118,9 +118,16 @@ static void routes_path_error(struct api_request *r, int code, const char *messa
 }
 
 /* {"path": ..., "stat": ...}: new reference. */
-static json_t *routes_path_stat(const char *path, size_t length, const struct znode_stat *st)
+/* Answers a create or set with {"path","stat"}, rendered directly (the write hot path). */
+static void routes_respond_path_stat(struct api_request *r, unsigned status, const char *path,
+                                     size_t length, const struct znode_stat *st)
 {
-    return json_pack("{s:s%,s:o}", "path", path, length, "stat", json_codec_stat(st));
+    size_t text_length;
+    char *text = json_codec_path_stat_render(path, length, st, &text_length);
+    if (text == NULL)
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+    else
+        api_request_respond_text(r, status, text, text_length);
 }
 
 /* ---- engine completions ---- */
@@ -158,8 +165,7 @@ static void routes_on_done(void *arg, const struct engine_result *res)
                 length = strlen(path);
             }
         }
-        api_request_respond(r, r->route == API_ROUTE_CREATE ? 201 : 200,
-                            routes_path_stat(path, length, &st));
+        routes_respond_path_stat(r, r->route == API_ROUTE_CREATE ? 201 : 200, path, length, &st);
         break;
     }
     case API_ROUTE_DELETE:

@@ -1400,7 +1400,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     replay.apply = e->options.member_count <= 1;
 
     struct wal_options wal_options = {.dir = e->options.data_dir,
-                                      .segment_bytes = e->options.wal_segment_bytes};
+                                      .segment_bytes = e->options.wal_segment_bytes,
+                                      .max_in_flight = e->options.wal_batches_in_flight};
     struct wal_recovery_report wal_report;
     if ((rc = wal_open(&wal_options, &e->wal, &wal_report)) != 0)
         goto fail;
@@ -1478,7 +1479,7 @@ void engine_shutdown_begin(struct engine *e)
 
 bool engine_idle(const struct engine *e)
 {
-    return !e->wal_batch_outstanding && !e->snapshot_in_flight && e->inflight_head == NULL;
+    return e->wal_batches_in_flight == 0 && !e->snapshot_in_flight && e->inflight_head == NULL;
 }
 
 void engine_close(struct engine *e)

@@ -142,7 +142,7 @@ struct engine {
     struct inflight *inflight_tail;
     uint64_t inflight_count;
 
-    bool wal_batch_outstanding;
+    uint32_t wal_batches_in_flight; /* WAL batches on worker threads */
     bool snapshot_in_flight;
     int snapshot_pid;                        /* child writing a snapshot, 0 = none */
     struct snapshot_job *snapshot_child_job; /* its job, finished by engine_tick */
@@ -170,9 +170,8 @@ struct engine {
     struct engine_waiter *wake_tail;
 
     /* Replication (replication.c). */
-    uint64_t term_start_index;   /* leader: its term's first entry; it proposes once applied */
-    bool ready_latch;            /* follower: caught up once with the current leader */
-    uint64_t last_appended_term; /* term of the last record given to the WAL */
+    uint64_t term_start_index; /* leader: its term's first entry; it proposes once applied */
+    bool ready_latch;          /* follower: caught up once with the current leader */
     struct deferred_log *deferred_head; /* log changes waiting for the batch in flight */
     struct deferred_log *deferred_tail;
     struct forward *forwards; /* follower: requests sent to the leader, awaiting a reply */

@@ -164,8 +164,6 @@ struct wal_job {
     struct wal_batch *batch;
     uint64_t started_us; /* monotonic, for the sync-time statistics */
     uint64_t write_us;   /* of which pwrite + fdatasync on the worker */
-    uint64_t last_index;
-    uint64_t last_term;
     int result;
 };
 
@@ -179,17 +177,19 @@ static void wal_job_work(void *arg)
 
 static void deferred_run(struct engine *e);
 
+/* A batch is done. Batches may finish out of order (wal.h, pipelining); the consensus
+ * core hears only of the durable prefix, whose end the log tells. */
 static void wal_job_done(void *arg)
 {
     struct wal_job *job = arg;
     struct engine *e = job->engine;
     int write_result = job->result;
-    uint64_t last_index = job->last_index, last_term = job->last_term;
+    uint64_t durable_before = wal_durable_index(e->wal);
     e->wal_sync_us += engine_now_us() - job->started_us;
     e->wal_write_us += job->write_us;
     int rc = wal_batch_finish(e->wal, job->batch, write_result);
     free(job);
-    e->wal_batch_outstanding = false;
+    e->wal_batches_in_flight--;
     if (rc != 0) {
         char what[160];
         snprintf(what, sizeof what, "WAL write or fdatasync failed: %s",
@@ -197,11 +197,13 @@ static void wal_job_done(void *arg)
         engine_fatal(e, what);
     }
     e->wal_batches++;
-    struct raft_event ev = {.type = RAFT_EVENT_PERSISTED,
-                            .now_ms = engine_now(e),
-                            .persisted_index = last_index,
-                            .persisted_term = last_term};
-    replication_step(e, &ev);
+    if (wal_durable_index(e->wal) != durable_before) {
+        struct raft_event ev = {.type = RAFT_EVENT_PERSISTED,
+                                .now_ms = engine_now(e),
+                                .persisted_index = wal_durable_index(e->wal),
+                                .persisted_term = wal_durable_term(e->wal)};
+        replication_step(e, &ev);
+    }
     deferred_run(e);
     replication_wal_kick(e);
 }
@@ -218,10 +220,7 @@ void engine_flush(struct engine *e)
 
 void replication_wal_kick(struct engine *e)
 {
-    if (e->wal_batch_outstanding)
-        return;
     struct wal_batch *batch = NULL;
-    uint64_t last_index = wal_last_index(e->wal);
     if (wal_batch_take(e->wal, &batch) != 0)
         engine_fatal(e, "WAL refused a batch after an earlier failure");
     if (!batch)
@@ -231,11 +230,9 @@ void replication_wal_kick(struct engine *e)
         engine_fatal(e, "out of memory starting a WAL batch");
     job->engine = e;
     job->batch = batch;
-    job->last_index = last_index;
-    job->last_term = e->last_appended_term;
     job->result = 0;
     job->started_us = engine_now_us();
-    e->wal_batch_outstanding = true;
+    e->wal_batches_in_flight++;
     if (e->host.run_blocking(e->host.data, wal_job_work, wal_job_done, job) != 0)
         engine_fatal(e, "cannot queue the WAL batch on a worker thread");
 }
@@ -278,7 +275,6 @@ static void log_change(struct engine *e, uint64_t truncate_after, uint64_t first
     for (uint64_t i = 0; i < count; i++) {
         if (wal_append(e->wal, first_index + i, terms[i], payloads[i], lengths[i]) != 0)
             engine_fatal(e, "WAL refused a contiguous append");
-        e->last_appended_term = terms[i];
         e->wal_records++;
         e->log_bytes_since_snapshot += lengths[i];
     }
@@ -286,7 +282,7 @@ static void log_change(struct engine *e, uint64_t truncate_after, uint64_t first
 
 static void deferred_run(struct engine *e)
 {
-    while (e->deferred_head && !e->wal_batch_outstanding) {
+    while (e->deferred_head && e->wal_batches_in_flight == 0) {
         struct deferred_log *d = e->deferred_head;
         e->deferred_head = d->next;
         if (!e->deferred_head)
@@ -312,8 +308,8 @@ static void update_log(struct engine *e, const struct raft_update *u)
 {
     if (u->truncate_after == UINT64_MAX && u->entry_count == 0)
         return;
-    bool must_wait =
-        e->deferred_head != NULL || (u->truncate_after != UINT64_MAX && e->wal_batch_outstanding);
+    bool must_wait = e->deferred_head != NULL ||
+                     (u->truncate_after != UINT64_MAX && e->wal_batches_in_flight > 0);
     if (!must_wait) {
         const uint8_t **payloads = calloc(u->entry_count ? u->entry_count : 1, sizeof *payloads);
         uint64_t *terms = calloc(u->entry_count ? u->entry_count : 1, sizeof *terms);
@@ -441,7 +437,7 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
                     e->install_index);
         return;
     }
-    if (e->wal_batch_outstanding || e->deferred_head) {
+    if (e->wal_batches_in_flight > 0 || e->deferred_head) {
         engine_logf(e, 1,
                     "snapshot at %" PRIu64 " arrived during a log write; the leader "
                     "will send it again",
@@ -1219,7 +1215,6 @@ int replication_open(struct engine *e, const struct raft_entry *entries, uint64_
     e->raft = raft_create(&config, &start);
     if (!e->raft)
         return CORRAL_E_NO_MEMORY;
-    e->last_appended_term = raft_last_term(e->raft);
     struct raft_event ev = {.type = RAFT_EVENT_TICK, .now_ms = engine_now(e)};
     replication_step(e, &ev);
     return 0;

@@ -14,6 +14,18 @@
  * segment_bytes by one batch, and a new segment is only created once every earlier one
  * is durable, which keeps recovery simple (only the last segment can be torn).
  *
+ * Pipelining. Up to max_in_flight batches are written at once, each by its own worker
+ * (measured here: two concurrent pwrite+fdatasync pairs on one file complete ~1.6x as
+ * many syncs per second as one; tools/bench). Batches are taken in index order, each at
+ * the offset where the previous one ends (taken_end), and may finish in any order; the
+ * log's bookkeeping (segment sizes, durable_index) advances only over the finished
+ * prefix of the in-flight queue, so durable_index never passes a record that might not
+ * be on disk. A crash with two batches in flight can leave the later batch's records on
+ * disk after a gap of zeros where the earlier one should be: recovery cuts at the gap,
+ * and nothing it cuts was ever reported durable. A batch that creates a segment is
+ * always alone in flight (nothing is taken after it until it is finished: the new
+ * segment's fd and offsets are unknown until then).
+ *
  * Preallocation. A new segment is extended to segment_bytes with real zero bytes (1 MiB
  * pwrites, made durable by the same fdatasync as the batch's records), and the active
  * segment found by wal_open is extended the same way when it is shorter. Appends then
@@ -59,6 +71,7 @@
 #define WAL_NAME_SIZE 32 /* "wal-" + 20 digits + ".log" + NUL = 29 */
 #define WAL_READ_CHUNK (1u << 20)
 #define WAL_ZERO_CHUNK (1u << 20) /* zero-fill and zero-check granularity */
+#define WAL_DEFAULT_IN_FLIGHT 2
 
 static const uint8_t wal_magic[8] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0};
 
@@ -86,18 +99,29 @@ struct wal {
     uint64_t first_index; /* counting pending and in-flight records; 0 when empty */
     uint64_t last_index;
     uint64_t durable_index;
+    uint64_t durable_term; /* term of the record at durable_index (0: not known yet) */
     struct wal_buf pending;
     uint64_t pending_first; /* 0 when nothing is pending */
     uint64_t pending_last;
-    struct wal_batch *outstanding; /* owned by the log until wal_batch_finish */
-    bool failed;                   /* a batch failed: the log refuses further batches */
-    uint64_t prealloc_fallbacks;   /* segments that could not be preallocated */
+    uint64_t pending_last_term;
+    /* Batches taken and not yet finished, oldest first; owned by the log until the
+     * finished prefix is retired by wal_batch_finish. */
+    struct wal_batch *in_flight[WAL_MAX_IN_FLIGHT];
+    size_t in_flight_count;
+    size_t max_in_flight;
+    uint64_t taken_end;          /* active segment: where the next batch goes while some
+                                    are in flight (the end of the newest one) */
+    bool failed;                 /* a batch failed: the log refuses further batches */
+    uint64_t prealloc_fallbacks; /* segments that could not be preallocated */
 };
 
 struct wal_batch {
     struct wal_buf records; /* owned: the pending buffer swapped in at take time */
     uint64_t first;
     uint64_t last;
+    uint64_t last_term;
+    bool done;  /* wal_batch_finish was called; waits for older batches to retire */
+    int result; /* of wal_batch_write, once done */
     int dir_fd; /* borrowed from the log, which outlives the batch */
     int fd;     /* append target; -1 when the batch creates a segment */
     uint64_t offset;
@@ -672,6 +696,9 @@ int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recove
         return CORRAL_E_NO_MEMORY;
     w->active_fd = -1;
     w->segment_bytes = opts->segment_bytes ? opts->segment_bytes : WAL_DEFAULT_SEGMENT_BYTES;
+    w->max_in_flight = opts->max_in_flight ? opts->max_in_flight : WAL_DEFAULT_IN_FLIGHT;
+    if (w->max_in_flight > WAL_MAX_IN_FLIGHT)
+        w->max_in_flight = WAL_MAX_IN_FLIGHT;
     w->dir_fd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->dir_fd < 0) {
         rc = CORRAL_E_IO;
@@ -707,6 +734,13 @@ void wal_close(struct wal *w)
 {
     if (!w)
         return;
+    for (size_t i = 0; i < w->in_flight_count; i++) {
+        struct wal_batch *b = w->in_flight[i];
+        if (b->new_fd >= 0)
+            close(b->new_fd);
+        wal_buf_free(&b->records);
+        free(b);
+    }
     if (w->active_fd >= 0)
         close(w->active_fd);
     if (w->dir_fd >= 0)
@@ -729,6 +763,11 @@ uint64_t wal_last_index(const struct wal *w)
 uint64_t wal_durable_index(const struct wal *w)
 {
     return w->durable_index;
+}
+
+uint64_t wal_durable_term(const struct wal *w)
+{
+    return w->durable_term;
 }
 
 uint64_t wal_prealloc_fallbacks(const struct wal *w)
@@ -760,6 +799,7 @@ int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload
     if (w->pending_first == 0)
         w->pending_first = index;
     w->pending_last = index;
+    w->pending_last_term = term;
     if (w->first_index == 0)
         w->first_index = index;
     w->last_index = index;
@@ -771,29 +811,38 @@ int wal_batch_take(struct wal *w, struct wal_batch **out)
     *out = NULL;
     if (w->failed)
         return CORRAL_E_IO;
-    if (w->outstanding || w->pending_first == 0)
+    if (w->pending_first == 0 || w->in_flight_count >= w->max_in_flight)
         return 0;
-    struct wal_batch *b = calloc(1, sizeof(*b)); /* owned by the log until finish */
+    bool busy = w->in_flight_count > 0;
+    if (busy && w->in_flight[w->in_flight_count - 1]->create)
+        return 0; /* the new segment is not known until its batch is finished */
+    uint64_t active_end = busy ? w->taken_end : (w->nsegs ? w->segs[w->nsegs - 1].size : 0);
+    bool roll = w->nsegs == 0 || active_end >= w->segment_bytes;
+    if (roll && busy)
+        return 0; /* a segment is created only once every earlier record is durable */
+    struct wal_batch *b = calloc(1, sizeof(*b)); /* owned by the log until retired */
     if (!b)
         return CORRAL_E_NO_MEMORY;
     b->records = w->pending; /* the batch takes the buffer; appends start a new one */
     memset(&w->pending, 0, sizeof(w->pending));
     b->first = w->pending_first;
     b->last = w->pending_last;
-    w->pending_first = w->pending_last = 0;
+    b->last_term = w->pending_last_term;
+    w->pending_first = w->pending_last = w->pending_last_term = 0;
     b->dir_fd = w->dir_fd;
     b->new_fd = -1;
     b->segment_bytes = w->segment_bytes;
-    if (w->nsegs == 0 || w->segs[w->nsegs - 1].size >= w->segment_bytes) {
+    if (roll) {
         b->create = true;
         b->fd = -1;
         b->offset = WAL_HEADER_SIZE;
         wal_segment_name(b->new_name, b->first);
     } else {
         b->fd = w->active_fd;
-        b->offset = w->segs[w->nsegs - 1].size;
+        b->offset = active_end;
     }
-    w->outstanding = b;
+    w->taken_end = b->offset + b->records.len;
+    w->in_flight[w->in_flight_count++] = b;
     *out = b;
     return 0;
 }
@@ -832,19 +881,11 @@ int wal_batch_write(struct wal_batch *b)
     return 0;
 }
 
-int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
+/* Applies the oldest in-flight batch, finished without error, to the log's bookkeeping
+ * and frees it. Returns 0 or CORRAL_E_NO_MEMORY. */
+static int wal_batch_retire(struct wal *w, struct wal_batch *b)
 {
     int rc = 0;
-    if (!b || b != w->outstanding)
-        return CORRAL_E_BAD_ARGUMENTS;
-    w->outstanding = NULL;
-    if (write_result != 0) {
-        /* No retry: after a failed fdatasync the kernel may have dropped the pages, so
-         * what is on disk is unknown. The log refuses further batches. */
-        w->failed = true;
-        rc = CORRAL_E_IO;
-        goto out;
-    }
     if (b->prealloc_failed) {
         w->prealloc_fallbacks++;
         fprintf(stderr, "wal: no room to preallocate segment %s: appending\n", b->new_name);
@@ -853,20 +894,20 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
         struct wal_segment seg = {
             .first = b->first, .last = b->last, .size = WAL_HEADER_SIZE + (uint64_t)b->records.len};
         rc = wal_segs_push(w, &seg);
-        if (rc != 0) {
-            w->failed = true;
-            goto out;
+        if (rc == 0) {
+            if (w->active_fd >= 0)
+                close(w->active_fd);
+            w->active_fd = b->new_fd;
+            b->new_fd = -1;
         }
-        if (w->active_fd >= 0)
-            close(w->active_fd);
-        w->active_fd = b->new_fd;
-        b->new_fd = -1;
     } else {
         w->segs[w->nsegs - 1].last = b->last;
         w->segs[w->nsegs - 1].size += b->records.len;
     }
-    w->durable_index = b->last;
-out:
+    if (rc == 0) {
+        w->durable_index = b->last;
+        w->durable_term = b->last_term;
+    }
     if (b->new_fd >= 0)
         close(b->new_fd);
     wal_buf_free(&b->records);
@@ -874,9 +915,42 @@ out:
     return rc;
 }
 
+int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
+{
+    size_t at = 0;
+    while (at < w->in_flight_count && w->in_flight[at] != b)
+        at++;
+    if (!b || at == w->in_flight_count || b->done)
+        return CORRAL_E_BAD_ARGUMENTS;
+    b->done = true;
+    b->result = write_result;
+    if (write_result != 0) {
+        /* No retry: after a failed fdatasync the kernel may have dropped the pages, so
+         * what is on disk is unknown. The log refuses further batches. */
+        w->failed = true;
+    }
+    /* Retire the finished prefix, oldest first; a batch finished early waits here. */
+    while (w->in_flight_count > 0 && w->in_flight[0]->done) {
+        struct wal_batch *head = w->in_flight[0];
+        w->in_flight_count--;
+        memmove(w->in_flight, w->in_flight + 1, w->in_flight_count * sizeof(*w->in_flight));
+        if (w->failed || head->result != 0) {
+            w->failed = true;
+            if (head->new_fd >= 0)
+                close(head->new_fd);
+            wal_buf_free(&head->records);
+            free(head);
+            continue;
+        }
+        if (wal_batch_retire(w, head) != 0)
+            w->failed = true;
+    }
+    return w->failed ? CORRAL_E_IO : 0;
+}
+
 int wal_sync_now(struct wal *w)
 {
-    if (w->outstanding)
+    if (w->in_flight_count > 0)
         return CORRAL_E_BAD_ARGUMENTS; /* cannot wait for a batch another thread owns */
     for (;;) {
         struct wal_batch *b;
@@ -1020,7 +1094,7 @@ static int wal_unlink_from(struct wal *w, size_t from)
 int wal_truncate_after(struct wal *w, uint64_t index)
 {
     int rc = 0;
-    if (w->outstanding)
+    if (w->in_flight_count > 0)
         return CORRAL_E_BAD_ARGUMENTS;
     if (w->last_index == 0 || index >= w->last_index)
         return 0;
@@ -1064,9 +1138,10 @@ int wal_truncate_after(struct wal *w, uint64_t index)
         if (rc != 0)
             return rc;
         w->durable_index = w->nsegs ? w->segs[w->nsegs - 1].last : 0;
+        w->durable_term = 0;
     }
     if (index < w->first_index) {
-        w->first_index = w->last_index = w->durable_index = 0;
+        w->first_index = w->last_index = w->durable_index = w->durable_term = 0;
         w->pending.len = 0;
         w->pending_first = w->pending_last = 0;
     } else {

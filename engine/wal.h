@@ -8,8 +8,11 @@
  * (wal_append). To make them durable it takes the pending records as one batch
  * (wal_batch_take), runs wal_batch_write on a worker thread (pwrite + fdatasync, the
  * only blocking part; it touches nothing but the batch), then hands the result back on
- * the loop thread (wal_batch_finish). At most one batch is outstanding; records appended
- * meanwhile form the next batch, so N concurrent writers share one fdatasync.
+ * the loop thread (wal_batch_finish). Records appended meanwhile form the next batch, so
+ * N concurrent writers share one fdatasync. Up to max_in_flight batches are written at
+ * once (pipelining: the next batch's pwrite and fdatasync need not wait for the previous
+ * one's); they may finish in any order, and wal_durable_index advances only over the
+ * finished prefix, in index order.
  *
  * Segments. The log is a directory of files "wal-<first index, 20 digits>.log", each
  * starting with a header; a new segment starts once the current one's records pass
@@ -58,9 +61,13 @@
 struct wal;
 struct wal_batch;
 
+/* Most batches that can be in flight at once. */
+#define WAL_MAX_IN_FLIGHT 8
+
 struct wal_options {
     const char *dir;        /* directory of segments; created if missing */
     uint64_t segment_bytes; /* roll to a new segment past this size; 0 = 64 MiB */
+    size_t max_in_flight;   /* batches written at once; 0 = 2, at most WAL_MAX_IN_FLIGHT */
 };
 
 /* What wal_open found and did. */
@@ -78,15 +85,19 @@ struct wal_recovery_report {
  * (if not NULL) says what was found. Returns 0, CORRAL_E_IO or CORRAL_E_NO_MEMORY. */
 int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery_report *report);
 
-/* Closes files and frees the log. A batch must not be outstanding. Pending, never
- * written records are dropped (they were never acknowledged). */
+/* Closes files and frees the log. Pending records, and batches taken but not finished
+ * (no worker may still be writing them), are dropped: they were never acknowledged. */
 void wal_close(struct wal *w);
 
 /* First and last index in the log, counting pending records; 0 when empty. */
 uint64_t wal_first_index(const struct wal *w);
 uint64_t wal_last_index(const struct wal *w);
-/* Last index made durable by a finished batch (or found on disk at open). */
+/* Last index made durable by a finished batch (or found on disk at open). Advances only
+ * when every earlier batch has finished too. */
 uint64_t wal_durable_index(const struct wal *w);
+/* Term of the record at wal_durable_index, as set by the last batch that advanced it;
+ * 0 when no batch has finished since wal_open or wal_truncate_after. */
+uint64_t wal_durable_term(const struct wal *w);
 /* Segments that could not be preallocated (no room) and append instead, since open.
  * A warning, not an error: the log is just as durable, only fdatasync costs more. */
 uint64_t wal_prealloc_fallbacks(const struct wal *w);
@@ -97,17 +108,21 @@ uint64_t wal_prealloc_fallbacks(const struct wal *w);
 int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload, size_t len);
 
 /* Loop thread. Takes all pending records as one batch. Returns 0 with *out = NULL when
- * nothing is pending or a batch is already outstanding; 0 with *out set otherwise.
- * The batch is owned by the log; pass it to wal_batch_write then wal_batch_finish. */
+ * nothing is pending, max_in_flight batches are already out, or the batch would start a
+ * new segment while others are in flight (or follow one that does); 0 with *out set
+ * otherwise. The batch is owned by the log; pass it to wal_batch_write then
+ * wal_batch_finish. */
 int wal_batch_take(struct wal *w, struct wal_batch **out);
 
 /* Any thread. Writes the batch (creating segments as needed) and fdatasyncs it.
  * Touches only the batch. Returns 0 or a negative errno. */
 int wal_batch_write(struct wal_batch *b);
 
-/* Loop thread. Finishes a batch with the result of wal_batch_write and frees it.
- * On success the batch's records are durable and wal_durable_index advances.
- * Returns 0, or CORRAL_E_IO when the write failed (the caller must stop: fatal). */
+/* Loop thread. Finishes a batch with the result of wal_batch_write; the log frees it
+ * (b must not be used after). On success its records are durable, and wal_durable_index
+ * advances over them once every older batch has finished as well. Returns 0, or
+ * CORRAL_E_IO when this or an earlier batch's write failed (the caller must stop:
+ * fatal). */
 int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result);
 
 /* Convenience for tests and start-up: take, write and finish synchronously. */
@@ -124,7 +139,7 @@ typedef int (*wal_replay_fn)(void *arg, uint64_t index, uint64_t term, const voi
 int wal_replay(struct wal *w, uint64_t from_index, wal_replay_fn fn, void *arg);
 
 /* Removes every record with index > index (Raft: a conflicting suffix). Synchronous,
- * durable on return. No batch may be outstanding. The removed bytes of the segment that
+ * durable on return. No batch may be in flight. The removed bytes of the segment that
  * keeps index are overwritten with zeros (the preallocation stays), so no removed record
  * can come back at the next recovery. Returns 0 or CORRAL_E_IO. */
 int wal_truncate_after(struct wal *w, uint64_t index);

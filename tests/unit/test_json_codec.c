@@ -320,6 +320,40 @@ static void test_json_codec_read_render__equals_the_jansson_answer(void **state)
     }
 }
 
+/* The directly rendered write answer equals, once parsed, {"path","stat"} from jansson. */
+static void test_json_codec_path_stat_render__equals_the_jansson_answer(void **state)
+{
+    (void)state;
+    const char *paths[] = {"/", "/a/b", "/we\"ird\\name\ttab", "/\xc5\xbc\xc3\xb3\xc5\x82w",
+                           "/queue/item-0000000042"};
+    struct znode_stat st = {.czxid = 9,
+                            .mzxid = INT64_MAX,
+                            .pzxid = 0,
+                            .ctime = 1795608379989,
+                            .mtime = -1,
+                            .version = -2147483647 - 1,
+                            .cversion = 3,
+                            .aversion = 1,
+                            .data_length = 0,
+                            .num_children = 12};
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        st.ephemeral_owner = p % 2 ? 0 : 0xffffffffffffffffULL;
+        json_t *want = json_pack("{s:s,s:o}", "path", paths[p], "stat", json_codec_stat(&st));
+        assert_non_null(want);
+        size_t length = 0;
+        char *text = json_codec_path_stat_render(paths[p], strlen(paths[p]), &st, &length);
+        assert_non_null(text);
+        assert_int_equal(length, strlen(text));
+        json_error_t err;
+        json_t *got = json_loadb(text, length, 0, &err);
+        if (!got || !json_equal(got, want))
+            fail_msg("path %zu: %s", p, text);
+        json_decref(got);
+        json_decref(want);
+        free(text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_json_codec_version_parse__strict),
         cmocka_unit_test(test_json_codec_session_open_parse__timeout),
         cmocka_unit_test(test_json_codec_read_render__equals_the_jansson_answer),
+        cmocka_unit_test(test_json_codec_path_stat_render__equals_the_jansson_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -446,7 +446,7 @@ static void test_wal_batch_take__appends_during_batch_go_to_next(void **state)
     assert_non_null(b1);
     append_range(w, 11, 20, 1);
     assert_int_equal(wal_last_index(w), 20);
-    /* One batch at a time. */
+    /* The first batch creates the first segment, so it is alone in flight. */
     assert_int_equal(wal_batch_take(w, &b2), 0);
     assert_null(b2);
     count_fdatasync = 0;
@@ -1135,6 +1135,134 @@ static void test_wal_replay__callback_stops(void **state)
     wal_close(w);
 }
 
+/* A log with records 1..10 durable and two batches in flight: b1 holds 11..20 (term
+ * term1), b2 holds 21..30 (term term2). */
+static struct wal *two_batches_in_flight(const struct fixture *f, uint64_t term1, uint64_t term2,
+                                         struct wal_batch **b1, struct wal_batch **b2)
+{
+    struct wal *w = wal_open_ok(f, 0, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    append_range(w, 11, 20, term1);
+    assert_int_equal(wal_batch_take(w, b1), 0);
+    assert_non_null(*b1);
+    append_range(w, 21, 30, term2);
+    assert_int_equal(wal_batch_take(w, b2), 0);
+    assert_non_null(*b2);
+    return w;
+}
+
+/* Pipelining: two batches in flight, the later one finished first. The durable index
+ * waits for the earlier one, then jumps over both. */
+static void test_wal_batch_finish__out_of_order_retires_in_index_order(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_batch *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    struct wal *w = two_batches_in_flight(f, 2, 3, &b1, &b2);
+    append_range(w, 31, 35, 3);
+    /* Two in flight (the default) is the limit. */
+    assert_int_equal(wal_batch_take(w, &b3), 0);
+    assert_null(b3);
+    assert_int_equal(wal_batch_write(b2), 0);
+    assert_int_equal(wal_batch_finish(w, b2, 0), 0);
+    assert_int_equal(wal_durable_index(w), 10);
+    assert_int_equal(replay_count(w, 1, 1), 10);
+    assert_int_equal(wal_batch_write(b1), 0);
+    assert_int_equal(wal_batch_finish(w, b1, 0), 0);
+    assert_int_equal(wal_durable_index(w), 30);
+    assert_int_equal(wal_durable_term(w), 3);
+    assert_int_equal(replay_count(w, 1, 1), 30);
+    assert_int_equal(wal_batch_take(w, &b3), 0);
+    assert_non_null(b3);
+    assert_int_equal(wal_batch_finish(w, b3, wal_batch_write(b3)), 0);
+    assert_int_equal(wal_durable_index(w), 35);
+    wal_close(w);
+
+    struct wal_recovery_report rep;
+    w = wal_open_ok(f, 0, &rep);
+    assert_int_equal(rep.last_index, 35);
+    assert_int_equal(rep.cut_bytes, 0);
+    assert_int_equal(replay_count(w, 1, 1), 35);
+    wal_close(w);
+}
+
+/* A crash with two batches in flight after only the later one reached the disk: its
+ * records sit behind a gap of zeros. Recovery cuts at the gap; nothing it cuts was ever
+ * reported durable, and the log goes on from the last durable record. */
+static void test_wal_open__later_batch_behind_a_gap_is_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_batch *b1 = NULL, *b2 = NULL;
+    struct wal *w = two_batches_in_flight(f, 1, 1, &b1, &b2);
+    assert_int_equal(wal_batch_write(b2), 0);
+    assert_int_equal(wal_durable_index(w), 10);
+    wal_close(w); /* the crash: b1 never written */
+
+    struct wal_recovery_report rep;
+    w = wal_open_ok(f, 0, &rep);
+    assert_int_equal(rep.last_index, 10);
+    assert_true(rep.cut_bytes > 0);
+    assert_true(rep.cut_reason[0] != '\0');
+    assert_int_equal(replay_count(w, 1, 1), 10);
+    append_range(w, 11, 40, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    wal_close(w);
+    w = wal_open_ok(f, 0, &rep);
+    assert_int_equal(rep.last_index, 40);
+    assert_int_equal(rep.cut_bytes, 0);
+    assert_int_equal(replay_count(w, 1, 1), 40);
+    wal_close(w);
+}
+
+/* A new segment is created only once every earlier record is durable, and nothing is
+ * taken behind the batch that creates it. */
+static void test_wal_batch_take__roll_waits_for_batches_in_flight(void **state)
+{
+    struct fixture *f = *state;
+    struct wal *w = wal_open_ok(f, 4096, NULL);
+    struct wal_batch *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    append_range(w, 11, 60, 1); /* well past 4096 bytes */
+    assert_int_equal(wal_batch_take(w, &b1), 0);
+    assert_non_null(b1);
+    append_range(w, 61, 70, 1);
+    assert_int_equal(wal_batch_take(w, &b2), 0);
+    assert_null(b2); /* it would start a new segment while b1 is in flight */
+    assert_int_equal(wal_batch_finish(w, b1, wal_batch_write(b1)), 0);
+    assert_int_equal(segment_count(f), 1);
+    assert_int_equal(wal_batch_take(w, &b2), 0);
+    assert_non_null(b2);
+    append_range(w, 71, 80, 1);
+    assert_int_equal(wal_batch_take(w, &b3), 0);
+    assert_null(b3); /* behind a segment creation */
+    assert_int_equal(wal_batch_finish(w, b2, wal_batch_write(b2)), 0);
+    assert_int_equal(segment_count(f), 2);
+    assert_int_equal(wal_batch_take(w, &b3), 0);
+    assert_non_null(b3);
+    assert_int_equal(wal_batch_finish(w, b3, wal_batch_write(b3)), 0);
+    assert_int_equal(wal_durable_index(w), 80);
+    assert_int_equal(replay_count(w, 1, 1), 80);
+    wal_close(w);
+}
+
+/* The later batch is durable but the earlier one failed: nothing past the failure is
+ * reported durable, and the log refuses further batches. */
+static void test_wal_batch_finish__earlier_failure_stops_later_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct wal_batch *b1 = NULL, *b2 = NULL;
+    struct wal *w = two_batches_in_flight(f, 1, 1, &b1, &b2);
+    assert_int_equal(wal_batch_finish(w, b2, wal_batch_write(b2)), 0);
+    assert_int_equal(wal_batch_finish(w, b1, -EIO), CORRAL_E_IO);
+    assert_int_equal(wal_durable_index(w), 10);
+    append_range(w, 31, 31, 1);
+    struct wal_batch *b3 = NULL;
+    assert_int_equal(wal_batch_take(w, &b3), CORRAL_E_IO);
+    assert_null(b3);
+    wal_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1166,6 +1294,10 @@ int main(void)
         T(test_wal_drop_before__removes_old_segments),
         T(test_wal_append__non_contiguous_rejected),
         T(test_wal_replay__callback_stops),
+        T(test_wal_batch_finish__out_of_order_retires_in_index_order),
+        T(test_wal_open__later_batch_behind_a_gap_is_cut),
+        T(test_wal_batch_take__roll_waits_for_batches_in_flight),
+        T(test_wal_batch_finish__earlier_failure_stops_later_batch),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
