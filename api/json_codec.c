@@ -208,84 +208,141 @@ void json_codec_op_release(struct json_codec_op *op)
     op->owned_data = NULL;
 }
 
-/* Reads an optional boolean field. Returns 0 or BAD_ARGUMENTS. */
+/* ---- the members of an op body ----
+ *
+ * An op body is read in two steps: its members are taken out with their JSON types
+ * checked (from a jansson tree, or straight from the text, below), then their values
+ * are checked and turned into the op (json_codec_members_apply), one implementation of
+ * every rule and message for both. */
+
+#define TTL_MIN 0
+#define TTL_MAX INT64_MAX
+#define VERSION_MIN (-1)
+#define VERSION_MAX INT32_MAX
+
+struct json_codec_members {
+    const char *data; /* NULL when absent; borrowed from the body or the tree */
+    size_t data_length;
+    const char *encoding; /* NULL when absent */
+    size_t encoding_length;
+    bool ephemeral, sequential, container;
+    bool has_ttl, has_version;
+    json_int_t ttl_ms, version;
+};
+
+static int message_not_boolean(const char *key, char *message)
+{
+    snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"%s\" must be a boolean", key);
+    return CORRAL_E_BAD_ARGUMENTS;
+}
+
+static int message_not_integer(const char *key, json_int_t min, json_int_t max, char *message)
+{
+    snprintf(message, JSON_CODEC_MESSAGE_SIZE,
+             "\"%s\" must be an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
+             key, min, max);
+    return CORRAL_E_BAD_ARGUMENTS;
+}
+
+/* Reads an optional boolean member. Returns 0 or BAD_ARGUMENTS. */
 static int json_codec_bool_get(json_t *obj, const char *key, bool *out, char *message)
 {
     json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
     if (v == NULL)
         return 0;
-    if (!json_is_boolean(v)) {
-        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"%s\" must be a boolean", key);
-        return CORRAL_E_BAD_ARGUMENTS;
-    }
+    if (!json_is_boolean(v))
+        return message_not_boolean(key, message);
     *out = json_is_true(v);
     return 0;
 }
 
-/* Reads an optional integer field within [min, max]. Returns 0 or BAD_ARGUMENTS. */
+/* Reads an optional integer member (its range is checked later). */
 static int json_codec_int_get(json_t *obj, const char *key, json_int_t min, json_int_t max,
-                              json_int_t *out, char *message)
+                              bool *has, json_int_t *out, char *message)
 {
     json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
     if (v == NULL)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        snprintf(message, JSON_CODEC_MESSAGE_SIZE,
-                 "\"%s\" must be an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
-                 key, min, max);
-        return CORRAL_E_BAD_ARGUMENTS;
-    }
+    if (!json_is_integer(v))
+        return message_not_integer(key, min, max, message);
+    *has = true;
     *out = json_integer_value(v);
     return 0;
 }
 
-/* Reads "data" with its "encoding" into out->op.data. */
-static int json_codec_data_get(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
-                               char *message)
+/* Reads an optional string member. */
+static int json_codec_string_get(json_t *obj, const char *key, const char **out, size_t *length,
+                                 char *message)
 {
-    out->op.data = NULL;
-    out->op.data_length = 0;
-    json_t *enc = obj != NULL ? json_object_get(obj, "encoding") : NULL;
+    json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v)) {
+        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"%s\" must be a string", key);
+        return CORRAL_E_BAD_ARGUMENTS;
+    }
+    *out = json_string_value(v);
+    *length = json_string_length(v);
+    return 0;
+}
+
+/* The members an op of type reads from obj (NULL = none), types checked. */
+static int json_codec_members_from_json(json_t *obj, enum engine_op_type type,
+                                        struct json_codec_members *m, char *message)
+{
+    int rc = 0;
+    memset(m, 0, sizeof *m);
+    if (type == ENGINE_OP_CREATE || type == ENGINE_OP_SET) {
+        if ((rc = json_codec_string_get(obj, "encoding", &m->encoding, &m->encoding_length,
+                                        message)) != 0 ||
+            (rc = json_codec_string_get(obj, "data", &m->data, &m->data_length, message)) != 0)
+            return rc;
+    }
+    if (type == ENGINE_OP_CREATE) {
+        if ((rc = json_codec_bool_get(obj, "ephemeral", &m->ephemeral, message)) != 0 ||
+            (rc = json_codec_bool_get(obj, "sequential", &m->sequential, message)) != 0 ||
+            (rc = json_codec_bool_get(obj, "container", &m->container, message)) != 0 ||
+            (rc = json_codec_int_get(obj, "ttl_ms", TTL_MIN, TTL_MAX, &m->has_ttl, &m->ttl_ms,
+                                     message)) != 0)
+            return rc;
+    } else {
+        rc = json_codec_int_get(obj, "version", VERSION_MIN, VERSION_MAX, &m->has_version,
+                                &m->version, message);
+    }
+    return rc;
+}
+
+/* Puts "data" with its "encoding" into out->op.data. */
+static int json_codec_data_apply(const struct json_codec_members *m, uint32_t max_data_bytes,
+                                 struct json_codec_op *out, char *message)
+{
     bool base64 = false;
-    if (enc != NULL) {
-        if (!json_is_string(enc)) {
-            snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"encoding\" must be a string");
-            return CORRAL_E_BAD_ARGUMENTS;
-        }
-        const char *e = json_string_value(enc);
-        size_t e_length = json_string_length(enc);
-        if (e_length == 6 && strcmp(e, "base64") == 0) {
+    if (m->encoding != NULL) {
+        if (m->encoding_length == 6 && memcmp(m->encoding, "base64", 6) == 0) {
             base64 = true;
-        } else if (e_length != 5 || strcmp(e, "utf-8") != 0) {
+        } else if (m->encoding_length != 5 || memcmp(m->encoding, "utf-8", 5) != 0) {
             snprintf(message, JSON_CODEC_MESSAGE_SIZE,
                      "unknown \"encoding\": use \"utf-8\" or \"base64\"");
             return CORRAL_E_BAD_ARGUMENTS;
         }
     }
-    json_t *data = obj != NULL ? json_object_get(obj, "data") : NULL;
-    if (data == NULL)
+    if (m->data == NULL)
         return 0;
-    if (!json_is_string(data)) {
-        snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"data\" must be a string");
-        return CORRAL_E_BAD_ARGUMENTS;
-    }
-    const char *text = json_string_value(data);
-    size_t length = json_string_length(data);
     if (!base64) {
-        if (length > max_data_bytes)
+        if (m->data_length > max_data_bytes)
             goto too_big;
-        out->op.data = text;
-        out->op.data_length = length;
+        out->op.data = m->data;
+        out->op.data_length = m->data_length;
         return 0;
     }
     /* +1: malloc(0) may return NULL, which would look like a failure. */
-    uint8_t *bytes = malloc(b64_decoded_max(length) + 1);
+    uint8_t *bytes = malloc(b64_decoded_max(m->data_length) + 1); /* owned by out */
     if (bytes == NULL) {
         snprintf(message, JSON_CODEC_MESSAGE_SIZE, "out of memory");
         return CORRAL_E_NO_MEMORY;
     }
     size_t n;
-    if (!b64_decode(text, length, bytes, &n)) {
+    if (!b64_decode(m->data, m->data_length, bytes, &n)) {
         free(bytes);
         snprintf(message, JSON_CODEC_MESSAGE_SIZE, "\"data\" is not valid base64");
         return CORRAL_E_BAD_ARGUMENTS;
@@ -302,8 +359,9 @@ too_big:
     return CORRAL_E_BAD_ARGUMENTS;
 }
 
-int json_codec_op_fields(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
-                         char *message)
+/* Checks the members' values and fills out->op (its type is set). */
+static int json_codec_members_apply(const struct json_codec_members *m, uint32_t max_data_bytes,
+                                    struct json_codec_op *out, char *message)
 {
     int rc;
     out->op.version = -1;
@@ -311,46 +369,271 @@ int json_codec_op_fields(json_t *obj, uint32_t max_data_bytes, struct json_codec
     out->op.ttl_ms = 0;
     out->op.data = NULL;
     out->op.data_length = 0;
-    json_int_t version = -1;
     switch (out->op.type) {
-    case ENGINE_OP_CREATE: {
-        bool ephemeral = false, sequential = false, container = false;
-        json_int_t ttl = 0;
-        if ((rc = json_codec_data_get(obj, max_data_bytes, out, message)) != 0 ||
-            (rc = json_codec_bool_get(obj, "ephemeral", &ephemeral, message)) != 0 ||
-            (rc = json_codec_bool_get(obj, "sequential", &sequential, message)) != 0 ||
-            (rc = json_codec_bool_get(obj, "container", &container, message)) != 0 ||
-            (rc = json_codec_int_get(obj, "ttl_ms", 0, INT64_MAX, &ttl, message)) != 0)
+    case ENGINE_OP_CREATE:
+        if ((rc = json_codec_data_apply(m, max_data_bytes, out, message)) != 0)
             return rc;
-        if (ttl > 0 && (ephemeral || container)) {
+        if (m->has_ttl && (m->ttl_ms < TTL_MIN || m->ttl_ms > TTL_MAX))
+            return message_not_integer("ttl_ms", TTL_MIN, TTL_MAX, message);
+        if (m->ttl_ms > 0 && (m->ephemeral || m->container)) {
             snprintf(message, JSON_CODEC_MESSAGE_SIZE,
                      "\"ttl_ms\" cannot be combined with \"ephemeral\" or \"container\"");
             return CORRAL_E_BAD_ARGUMENTS;
         }
-        if (container && (ephemeral || sequential)) {
+        if (m->container && (m->ephemeral || m->sequential)) {
             snprintf(message, JSON_CODEC_MESSAGE_SIZE,
                      "\"container\" cannot be combined with \"ephemeral\" or \"sequential\"");
             return CORRAL_E_BAD_ARGUMENTS;
         }
-        out->op.create_flags = (ephemeral ? ENGINE_CREATE_EPHEMERAL : 0u) |
-                               (sequential ? ENGINE_CREATE_SEQUENTIAL : 0u) |
-                               (container ? ENGINE_CREATE_CONTAINER : 0u);
-        out->op.ttl_ms = ttl;
+        out->op.create_flags = (m->ephemeral ? ENGINE_CREATE_EPHEMERAL : 0u) |
+                               (m->sequential ? ENGINE_CREATE_SEQUENTIAL : 0u) |
+                               (m->container ? ENGINE_CREATE_CONTAINER : 0u);
+        out->op.ttl_ms = m->ttl_ms;
         return 0;
-    }
     case ENGINE_OP_SET:
     case ENGINE_OP_DELETE:
     case ENGINE_OP_CHECK:
         if (out->op.type == ENGINE_OP_SET &&
-            (rc = json_codec_data_get(obj, max_data_bytes, out, message)) != 0)
+            (rc = json_codec_data_apply(m, max_data_bytes, out, message)) != 0)
             return rc;
-        if ((rc = json_codec_int_get(obj, "version", -1, INT32_MAX, &version, message)) != 0)
-            return rc;
-        out->op.version = (int32_t)version;
+        if (m->has_version && (m->version < VERSION_MIN || m->version > VERSION_MAX))
+            return message_not_integer("version", VERSION_MIN, VERSION_MAX, message);
+        if (m->has_version)
+            out->op.version = (int32_t)m->version;
         return 0;
     }
     snprintf(message, JSON_CODEC_MESSAGE_SIZE, "unknown op");
     return CORRAL_E_BAD_ARGUMENTS;
+}
+
+int json_codec_op_fields(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
+                         char *message)
+{
+    struct json_codec_members m;
+    int rc = json_codec_members_from_json(obj, out->op.type, &m, message);
+    if (rc != 0)
+        return rc;
+    return json_codec_members_apply(&m, max_data_bytes, out, message);
+}
+
+/* ---- a flat op body, read straight from its text ----
+ *
+ * Create and set bodies are small flat objects, {"data":"...","version":3}. Parsing one
+ * with jansson costs about 20,000 instructions and 15 allocations (a hash table, string
+ * buffers), the largest user-space cost of a write after the answer (callgrind over
+ * tools/bench W2). This reads the common shape in place: members whose keys and string
+ * values hold no escape, integers without fraction or exponent, true, false and null.
+ * It judges nothing: anything else (an escape, a nested value, another number, a
+ * duplicate key, a member of the wrong type, text that is not JSON) makes it give up,
+ * and the caller parses the body with jansson instead, so every error and edge case
+ * has exactly one implementation. What it accepts, jansson accepts with the same
+ * meaning (tests/unit/test_json_codec.c compares the two on many bodies). */
+
+#define FLAT_MEMBERS_MAX 16
+
+struct flat_reader {
+    const char *p;
+    const char *end;
+};
+
+enum flat_kind { FLAT_STRING, FLAT_INTEGER, FLAT_TRUE, FLAT_FALSE, FLAT_NULL };
+
+struct flat_value {
+    enum flat_kind kind;
+    const char *text; /* FLAT_STRING: the characters between the quotes */
+    size_t length;
+    json_int_t integer;
+};
+
+static void flat_space_skip(struct flat_reader *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+/* A string without escapes or control characters, valid UTF-8. */
+static bool flat_string_read(struct flat_reader *r, const char **text, size_t *length)
+{
+    if (r->p >= r->end || *r->p != '"')
+        return false;
+    const char *start = ++r->p;
+    while (r->p < r->end && *r->p != '"') {
+        unsigned char c = (unsigned char)*r->p;
+        if (c == '\\' || c < 0x20)
+            return false;
+        r->p++;
+    }
+    if (r->p >= r->end)
+        return false;
+    *text = start;
+    *length = (size_t)(r->p - start);
+    r->p++;
+    return json_codec_text_ok((const uint8_t *)start, *length);
+}
+
+static bool flat_literal_read(struct flat_reader *r, const char *word, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0)
+        return false;
+    r->p += n;
+    return true;
+}
+
+static bool flat_value_read(struct flat_reader *r, struct flat_value *v)
+{
+    if (r->p >= r->end)
+        return false;
+    char c = *r->p;
+    if (c == '"') {
+        v->kind = FLAT_STRING;
+        return flat_string_read(r, &v->text, &v->length);
+    }
+    if (c == 't') {
+        v->kind = FLAT_TRUE;
+        return flat_literal_read(r, "true", 4);
+    }
+    if (c == 'f') {
+        v->kind = FLAT_FALSE;
+        return flat_literal_read(r, "false", 5);
+    }
+    if (c == 'n') {
+        v->kind = FLAT_NULL;
+        return flat_literal_read(r, "null", 4);
+    }
+    /* -?(0|[1-9][0-9]*), at most 18 digits (no overflow), then no fraction or exponent. */
+    bool negative = c == '-';
+    if (negative)
+        r->p++;
+    const char *digits = r->p;
+    json_int_t value = 0;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+        value = value * 10 + (*r->p - '0');
+        r->p++;
+    }
+    size_t n = (size_t)(r->p - digits);
+    if (n == 0 || n > 18 || (n > 1 && digits[0] == '0'))
+        return false;
+    if (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E'))
+        return false;
+    v->kind = FLAT_INTEGER;
+    v->integer = negative ? -value : value;
+    return true;
+}
+
+static bool flat_key_is(const char *key, size_t length, const char *name)
+{
+    return strlen(name) == length && memcmp(key, name, length) == 0;
+}
+
+/* Takes one member into m when type reads it. Returns false when its value has the
+ * wrong type for it (jansson then says which). */
+static bool flat_member_take(enum engine_op_type type, const char *key, size_t key_length,
+                             const struct flat_value *v, struct json_codec_members *m)
+{
+    bool data_op = type == ENGINE_OP_CREATE || type == ENGINE_OP_SET;
+    if (data_op && flat_key_is(key, key_length, "data")) {
+        if (v->kind != FLAT_STRING)
+            return false;
+        m->data = v->text;
+        m->data_length = v->length;
+        return true;
+    }
+    if (data_op && flat_key_is(key, key_length, "encoding")) {
+        if (v->kind != FLAT_STRING)
+            return false;
+        m->encoding = v->text;
+        m->encoding_length = v->length;
+        return true;
+    }
+    if (type == ENGINE_OP_CREATE) {
+        bool *flag = flat_key_is(key, key_length, "ephemeral")    ? &m->ephemeral
+                     : flat_key_is(key, key_length, "sequential") ? &m->sequential
+                     : flat_key_is(key, key_length, "container")  ? &m->container
+                                                                  : NULL;
+        if (flag != NULL) {
+            *flag = v->kind == FLAT_TRUE;
+            return v->kind == FLAT_TRUE || v->kind == FLAT_FALSE;
+        }
+        if (flat_key_is(key, key_length, "ttl_ms")) {
+            if (v->kind != FLAT_INTEGER)
+                return false;
+            m->has_ttl = true;
+            m->ttl_ms = v->integer;
+            return true;
+        }
+    } else if (flat_key_is(key, key_length, "version")) {
+        if (v->kind != FLAT_INTEGER)
+            return false;
+        m->has_version = true;
+        m->version = v->integer;
+        return true;
+    }
+    return true; /* a member this op does not read: ignored, as with jansson */
+}
+
+/* Reads body into m. Returns false when it gives up (see above). */
+static bool json_codec_members_from_text(const char *body, size_t length, enum engine_op_type type,
+                                         struct json_codec_members *m)
+{
+    struct flat_reader r = {.p = body, .end = body + length};
+    const char *keys[FLAT_MEMBERS_MAX];
+    size_t key_lengths[FLAT_MEMBERS_MAX];
+    size_t count = 0;
+    memset(m, 0, sizeof *m);
+    if (length == 0)
+        return true; /* no body: every member takes its default */
+    flat_space_skip(&r);
+    if (r.p >= r.end || *r.p++ != '{')
+        return false;
+    flat_space_skip(&r);
+    if (r.p < r.end && *r.p == '}') {
+        r.p++;
+    } else {
+        for (;;) {
+            const char *key;
+            size_t key_length;
+            struct flat_value v = {.kind = FLAT_NULL};
+            flat_space_skip(&r);
+            if (count == FLAT_MEMBERS_MAX || !flat_string_read(&r, &key, &key_length))
+                return false;
+            for (size_t i = 0; i < count; i++)
+                if (key_lengths[i] == key_length && memcmp(keys[i], key, key_length) == 0)
+                    return false; /* a duplicate: jansson rejects it */
+            keys[count] = key;
+            key_lengths[count++] = key_length;
+            flat_space_skip(&r);
+            if (r.p >= r.end || *r.p++ != ':')
+                return false;
+            flat_space_skip(&r);
+            if (!flat_value_read(&r, &v) || !flat_member_take(type, key, key_length, &v, m))
+                return false;
+            flat_space_skip(&r);
+            if (r.p < r.end && *r.p == ',') {
+                r.p++;
+                continue;
+            }
+            if (r.p < r.end && *r.p == '}') {
+                r.p++;
+                break;
+            }
+            return false;
+        }
+    }
+    flat_space_skip(&r);
+    return r.p == r.end;
+}
+
+int json_codec_op_body_parse(const void *body, size_t length, uint32_t max_data_bytes,
+                             struct json_codec_op *out, json_t **doc, char *message)
+{
+    struct json_codec_members m;
+    *doc = NULL;
+    if (json_codec_members_from_text(body, length, out->op.type, &m))
+        return json_codec_members_apply(&m, max_data_bytes, out, message);
+    int rc = json_codec_body_parse(body, length, doc, message);
+    if (rc != 0)
+        return rc;
+    return json_codec_op_fields(*doc, max_data_bytes, out, message);
 }
 
 const char *json_codec_op_name(enum engine_op_type type)

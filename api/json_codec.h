@@ -73,6 +73,16 @@ void json_codec_op_release(struct json_codec_op *op);
 int json_codec_op_fields(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,
                          char *message);
 
+/* Reads a create, set, delete or check body (length 0 = no body, all defaults) into
+ * out (out->op.type set by the caller) with the rules of json_codec_op_fields. A flat
+ * body is read in place; any other is parsed with jansson into *doc (a new reference
+ * the caller must json_decref, NULL when none), from which op.data may borrow. So op
+ * borrows from body or *doc, and both must outlive its use. Returns 0, or
+ * CORRAL_E_BAD_ARGUMENTS / CORRAL_E_NO_MEMORY with message set (out needs
+ * json_codec_op_release either way). */
+int json_codec_op_body_parse(const void *body, size_t length, uint32_t max_data_bytes,
+                             struct json_codec_op *out, json_t **doc, char *message);
+
 /* Decodes one element of a multi's "ops": {"op": "create"|"set"|"delete"|"check",
  * "path": "...", ...fields}. Returns 0 or CORRAL_E_BAD_ARGUMENTS with message set. */
 int json_codec_multi_op(json_t *obj, uint32_t max_data_bytes, struct json_codec_op *out,

@@ -446,17 +446,13 @@ static void routes_znode_write(struct api_request *r, uint64_t session, enum eng
     struct engine *e = api_server_engine(r->server);
     char message[JSON_CODEC_MESSAGE_SIZE];
     json_t *doc = NULL;
-    int rc = json_codec_body_parse(r->body, r->body_length, &doc, message);
-    if (rc != 0) {
-        routes_path_error(r, rc, message);
-        return;
-    }
     struct json_codec_op op;
     memset(&op, 0, sizeof op);
     op.op.type = type;
     op.op.path = r->path;
     op.op.path_length = r->path_length;
-    rc = json_codec_op_fields(doc, engine_max_data_bytes(e), &op, message);
+    int rc = json_codec_op_body_parse(r->body, r->body_length, engine_max_data_bytes(e), &op, &doc,
+                                      message);
     if (rc != 0) {
         routes_path_error(r, rc, message);
     } else if ((op.op.create_flags & ENGINE_CREATE_EPHEMERAL) && session == 0) {

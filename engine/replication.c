@@ -311,9 +311,15 @@ static void update_log(struct engine *e, const struct raft_update *u)
     bool must_wait = e->deferred_head != NULL ||
                      (u->truncate_after != UINT64_MAX && e->wal_batches_in_flight > 0);
     if (!must_wait) {
-        const uint8_t **payloads = calloc(u->entry_count ? u->entry_count : 1, sizeof *payloads);
-        uint64_t *terms = calloc(u->entry_count ? u->entry_count : 1, sizeof *terms);
-        uint32_t *lengths = calloc(u->entry_count ? u->entry_count : 1, sizeof *lengths);
+        /* A leader's update carries one entry per proposal: no allocation for a few. */
+        enum { STACK_ENTRIES = 16 };
+        const uint8_t *payload_stack[STACK_ENTRIES] = {0};
+        uint64_t term_stack[STACK_ENTRIES] = {0};
+        uint32_t length_stack[STACK_ENTRIES] = {0};
+        bool heap = u->entry_count > STACK_ENTRIES;
+        const uint8_t **payloads = heap ? calloc(u->entry_count, sizeof *payloads) : payload_stack;
+        uint64_t *terms = heap ? calloc(u->entry_count, sizeof *terms) : term_stack;
+        uint32_t *lengths = heap ? calloc(u->entry_count, sizeof *lengths) : length_stack;
         if (!payloads || !terms || !lengths)
             engine_fatal(e, "out of memory appending to the log");
         for (uint64_t i = 0; i < u->entry_count; i++) {
@@ -322,9 +328,11 @@ static void update_log(struct engine *e, const struct raft_update *u)
             lengths[i] = u->entries[i].length;
         }
         log_change(e, u->truncate_after, u->first_index, u->entry_count, terms, lengths, payloads);
-        free(payloads);
-        free(terms);
-        free(lengths);
+        if (heap) {
+            free(payloads);
+            free(terms);
+            free(lengths);
+        }
         return;
     }
     /* Keep a copy: the update's entries live only until the next step. */

@@ -354,6 +354,141 @@ static void test_json_codec_path_stat_render__equals_the_jansson_answer(void **s
     }
 }
 
+/* The pure jansson reading of body, as the fast path's reference. */
+static int reference_op(const char *body, size_t length, enum engine_op_type type,
+                        struct json_codec_op *op, json_t **doc, char *message)
+{
+    memset(op, 0, sizeof *op);
+    op->op.type = type;
+    int rc = json_codec_body_parse(body, length, doc, message);
+    if (rc == 0)
+        rc = json_codec_op_fields(*doc, 16, op, message);
+    return rc;
+}
+
+/* json_codec_op_body_parse (flat bodies read in place) agrees with jansson on body:
+ * the same code, message and op. Returns whether the body was read in place. */
+static bool op_body_agrees(const char *body, size_t length, enum engine_op_type type)
+{
+    char want_message[JSON_CODEC_MESSAGE_SIZE] = "", got_message[JSON_CODEC_MESSAGE_SIZE] = "";
+    struct json_codec_op want, got;
+    json_t *want_doc = NULL, *got_doc = NULL;
+    int want_rc = reference_op(body, length, type, &want, &want_doc, want_message);
+    memset(&got, 0, sizeof got);
+    got.op.type = type;
+    int got_rc = json_codec_op_body_parse(body, length, 16, &got, &got_doc, got_message);
+    if (want_rc != got_rc || (want_rc != 0 && strcmp(want_message, got_message) != 0))
+        fail_msg("body %.*s type %d: %d '%s' vs %d '%s'", (int)length, body, type, want_rc,
+                 want_message, got_rc, got_message);
+    if (want_rc == 0) {
+        assert_int_equal(got.op.version, want.op.version);
+        assert_int_equal(got.op.create_flags, want.op.create_flags);
+        assert_int_equal(got.op.ttl_ms, want.op.ttl_ms);
+        assert_int_equal(got.op.data_length, want.op.data_length);
+        assert_true(got.op.data_length == 0 ||
+                    memcmp(got.op.data, want.op.data, got.op.data_length) == 0);
+        assert_true((got.op.data == NULL) == (want.op.data == NULL));
+    }
+    bool in_place = got_doc == NULL;
+    json_codec_op_release(&want);
+    json_codec_op_release(&got);
+    json_decref(want_doc);
+    json_decref(got_doc);
+    return in_place;
+}
+
+static void test_json_codec_op_body_parse__agrees_with_jansson(void **state)
+{
+    (void)state;
+    static const char *const in_place[] = {
+        "",
+        "{}",
+        " { } \n",
+        "{\"data\":\"vvvv\"}",
+        "{\"sequential\":true,\"data\":\"item\"}",
+        "{ \"data\" : \"x\" , \"version\" : 3 }",
+        "{\"data\":\"aGk=\",\"encoding\":\"base64\"}",
+        "{\"data\":\"Zg=\",\"encoding\":\"base64\"}",
+        "{\"encoding\":\"latin1\"}",
+        "{\"data\":\"12345678901234567\"}",
+        "{\"ttl_ms\":-1}",
+        "{\"ttl_ms\":5,\"container\":true}",
+        "{\"container\":true,\"sequential\":true}",
+        "{\"ephemeral\":false,\"ttl_ms\":0,\"container\":false}",
+        "{\"version\":-2}",
+        "{\"version\":2147483648}",
+        "{\"version\":-0}",
+        "{\"unknown\":null,\"other\":\"s\",\"n\":12,\"data\":\"\"}",
+        "{\"data\":\"\xc5\xbc\xc3\xb3\xc5\x82w\"}",
+    };
+    static const char *const by_jansson[] = {
+        "{",
+        "[]",
+        "5",
+        "{\"a\":1,\"a\":2}",
+        "{\"data\":5}",
+        "{\"data\":null}",
+        "{\"ephemeral\":\"yes\"}",
+        "{\"ttl_ms\":1.5}",
+        "{\"ttl_ms\":1e3}",
+        "{\"version\":\"1\"}",
+        "{\"version\":01}",
+        "{\"version\":12345678901234567890}",
+        "{\"data\":\"a\\\"b\"}",
+        "{\"data\":\"\\u0000\"}",
+        "{\"da\\u0074a\":\"x\"}",
+        "{\"unknown\":[1],\"data\":\"x\"}",
+        "{\"unknown\":{\"a\":1}}",
+        "{\"data\":\"x\"} trailing",
+        "{\"data\":\"x\",}",
+        "{\"data\":\"\xff\"}",
+        "{\"data\":\"tab\tinside\"}",
+        "{\"data\" \"x\"}",
+        "{\"data\":tru}",
+    };
+    static const enum engine_op_type types[] = {ENGINE_OP_CREATE, ENGINE_OP_SET, ENGINE_OP_DELETE,
+                                                ENGINE_OP_CHECK};
+    for (size_t t = 0; t < 4; t++) {
+        for (size_t i = 0; i < sizeof in_place / sizeof in_place[0]; i++)
+            if (!op_body_agrees(in_place[i], strlen(in_place[i]), types[t]))
+                fail_msg("not read in place: %s", in_place[i]);
+        for (size_t i = 0; i < sizeof by_jansson / sizeof by_jansson[0]; i++)
+            op_body_agrees(by_jansson[i], strlen(by_jansson[i]), types[t]);
+    }
+    /* Mutations of valid bodies (deterministic): every byte changed, dropped or
+     * repeated, whatever comes out must be read the same way by both. */
+    static const char *const seeds[] = {
+        "{\"data\":\"vv\",\"version\":7,\"ephemeral\":true,\"ttl_ms\":10,\"x\":null}",
+        "{\"sequential\":false,\"data\":\"aGk=\",\"encoding\":\"base64\",\"container\":true}",
+    };
+    static const char alphabet[] = "{}[]\",:\\ 0123456789-.eEtrufalsn\xc3\xa9\x01";
+    uint32_t rng = 12345;
+    for (size_t k = 0; k < sizeof seeds / sizeof seeds[0]; k++) {
+        size_t n = strlen(seeds[k]);
+        for (int round = 0; round < 4000; round++) {
+            char body[128];
+            memcpy(body, seeds[k], n);
+            size_t length = n;
+            for (int edits = 1 + round % 3; edits > 0; edits--) {
+                rng = rng * 1103515245u + 12345u;
+                size_t at = (rng >> 8) % length;
+                char c = alphabet[(rng >> 20) % (sizeof alphabet - 1)];
+                if ((rng & 3) == 0 && length > 1) {
+                    memmove(body + at, body + at + 1, length - at - 1);
+                    length--;
+                } else if ((rng & 3) == 1 && length + 1 < sizeof body) {
+                    memmove(body + at + 1, body + at, length - at);
+                    body[at] = c;
+                    length++;
+                } else {
+                    body[at] = c;
+                }
+            }
+            op_body_agrees(body, length, types[round % 4]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_json_codec_session_open_parse__timeout),
         cmocka_unit_test(test_json_codec_read_render__equals_the_jansson_answer),
         cmocka_unit_test(test_json_codec_path_stat_render__equals_the_jansson_answer),
+        cmocka_unit_test(test_json_codec_op_body_parse__agrees_with_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
