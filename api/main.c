@@ -40,6 +40,7 @@ struct corrald {
     uv_timer_t tick_timer;
     uv_check_t flush_check; /* end of every loop turn: start the batched log write */
     uv_timer_t shutdown_timer;
+    uv_timer_t wake_timer; /* engine_host.wake_soon: after the HTTP layer's sends */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     bool stopping;
@@ -211,6 +212,22 @@ static void corrald_on_tick(uv_timer_t *t)
     engine_tick(d->engine);
 }
 
+static void corrald_on_wake(uv_timer_t *t)
+{
+    struct corrald *d = t->data;
+    if (d->engine != NULL)
+        engine_waiters_flush(d->engine);
+}
+
+/* A zero-delay timer started now runs after the ones already due, among them the HTTP
+ * layer's run that sends the answers just queued (timers due at the same time run in
+ * the order they were started). */
+static void corrald_wake_soon(void *data)
+{
+    struct corrald *d = data;
+    uv_timer_start(&d->wake_timer, corrald_on_wake, 0, 0);
+}
+
 static void corrald_on_flush(uv_check_t *c)
 {
     struct corrald *d = c->data;
@@ -229,6 +246,7 @@ static void corrald_on_server_closed(void *arg)
     uv_close((uv_handle_t *)&d->tick_timer, NULL);
     uv_close((uv_handle_t *)&d->flush_check, NULL);
     uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&d->wake_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     corrald_log(d, 1, "corrald stopped");
@@ -334,7 +352,11 @@ int main(int argc, char **argv)
         .send = d->config.member_count > 1 ? corrald_send : NULL,
         .flush_at_loop_end = true,
         .snapshot_fork = true,
+        .wake_soon = corrald_wake_soon,
     };
+    /* Before engine_open: recovery's replay may already ask for a wake-up. */
+    uv_timer_init(d->loop, &d->wake_timer);
+    d->wake_timer.data = d;
     if (d->config.member_count > 1 && corrald_transport_start(d, error, sizeof error) != 0) {
         corrald_log(d, 3, error);
         return 1;

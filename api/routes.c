@@ -1020,7 +1020,7 @@ static void routes_stats(struct api_request *r)
     struct engine_stats st;
     engine_stats_get(api_server_engine(r->server), &st);
     json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
         (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal_sync_us, "wal_write_us",
         (json_int_t)st.wal_write_us, "sessions", (json_int_t)st.sessions, "data_bytes",
         (json_int_t)st.data_bytes, "wal_batches", (json_int_t)st.wal_batches, "wal_records",
@@ -1029,7 +1029,8 @@ static void routes_stats(struct api_request *r)
         (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches, "parked_waiters",
         (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events, "history_bytes",
         (json_int_t)st.history_bytes, "history_covered_from", (json_int_t)st.history_covered_from,
-        "log_first_zxid", (json_int_t)st.log_first_zxid);
+        "log_first_zxid", (json_int_t)st.log_first_zxid, "wal_prealloc_fallbacks",
+        (json_int_t)st.wal_prealloc_fallbacks);
     api_request_respond(r, 200, o);
 }
 

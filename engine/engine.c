@@ -562,8 +562,21 @@ void engine_apply_committed(struct engine *e, uint64_t commit)
     if (!e->ready_latch && !replication_is_leader(e) && raft_leader(e->raft) != 0 &&
         e->applied_index >= raft_commit_index(e->raft))
         e->ready_latch = true;
-    engine_waiters_run(e);
+    if (e->host.wake_soon == NULL) {
+        engine_waiters_run(e);
+    } else if (!e->wake_soon_pending) {
+        /* The done callbacks above queued the writers' answers; wake the watchers
+         * after those are sent (engine_host.wake_soon). */
+        e->wake_soon_pending = true;
+        e->host.wake_soon(e->host.data);
+    }
     engine_snapshot_maybe(e);
+}
+
+void engine_waiters_flush(struct engine *e)
+{
+    e->wake_soon_pending = false;
+    engine_waiters_run(e);
 }
 
 void engine_prep_reset(struct engine *e)
@@ -1597,6 +1610,7 @@ void engine_stats_get(const struct engine *e, struct engine_stats *out)
     out->wal_records = e->wal_records;
     out->wal_sync_us = e->wal_sync_us;
     out->wal_write_us = e->wal_write_us;
+    out->wal_prealloc_fallbacks = wal_prealloc_fallbacks(e->wal);
     out->snapshots_written = e->snapshots_written;
     out->last_snapshot_zxid = e->last_snapshot_index;
     out->writes_in_flight = e->inflight_count;

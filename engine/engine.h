@@ -96,10 +96,20 @@ struct engine_host {
      * child process; its SIGCHLD must not be ignored). When false, the image is encoded
      * on the loop thread and written by run_blocking. */
     bool snapshot_fork;
+    /* Asks the host to call engine_waiters_flush soon on the loop thread, once the
+     * answers already queued (the writers') have gone out; corrald uses a zero-delay
+     * timer, which runs after the HTTP layer's own. Waking thousands of parked
+     * long-polls takes a while (each renders its answer), and without this the writer
+     * whose change woke them would hear last. NULL (tests): the engine wakes them at
+     * once. */
+    void (*wake_soon)(void *data);
 };
 
 /* Starts the next log write if one is due (see engine_host.flush_at_loop_end). */
 void engine_flush(struct engine *e);
+
+/* Wakes the parked requests that applied changes are due to wake (engine_host.wake_soon). */
+void engine_waiters_flush(struct engine *e);
 
 /* What recovery found, for the operator. */
 struct engine_recovery_report {
@@ -333,8 +343,9 @@ struct engine_stats {
     uint64_t data_bytes;
     uint64_t wal_batches;
     uint64_t wal_records;
-    uint64_t wal_sync_us;  /* summed time of WAL batches (write + fdatasync + handoffs) */
-    uint64_t wal_write_us; /* of which in pwrite + fdatasync on the worker thread */
+    uint64_t wal_sync_us;            /* summed time of WAL batches (write + fdatasync + handoffs) */
+    uint64_t wal_write_us;           /* of which in pwrite + fdatasync on the worker thread */
+    uint64_t wal_prealloc_fallbacks; /* segments without room for their zeros */
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
     uint64_t writes_in_flight;

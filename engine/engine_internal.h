@@ -166,7 +166,8 @@ struct engine {
     struct waiter_index *waiters;
     struct engine_waiter *zxid_waiters; /* list, any order */
     struct engine_waiter *wake_head;    /* woken, to call back after the apply batch */
-    int defer_wakes; /* > 0 inside a wait call: callbacks wait for the next run */
+    int defer_wakes;        /* > 0 inside a wait call: callbacks wait for the next run */
+    bool wake_soon_pending; /* host.wake_soon was asked and has not called back yet */
     struct engine_waiter *wake_tail;
 
     /* Replication (replication.c). */

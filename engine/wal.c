@@ -26,14 +26,20 @@
  * always alone in flight (nothing is taken after it until it is finished: the new
  * segment's fd and offsets are unknown until then).
  *
- * Preallocation. A new segment is extended to segment_bytes with real zero bytes (1 MiB
- * pwrites, made durable by the same fdatasync as the batch's records), and the active
- * segment found by wal_open is extended the same way when it is shorter. Appends then
- * overwrite blocks that are already allocated and written, so the file size does not
- * change and fdatasync does not have to journal metadata: that is the point, a cheaper
- * group commit. posix_fallocate would not do: its unwritten extents still cost a
- * metadata update on first write. When the zeros do not fit (ENOSPC, EDQUOT) the file is
- * truncated back and the segment simply grows by appending; the batch counts that as a
+ * Preallocation goes in steps. Writing a whole segment's zeros (64 MiB by default) at
+ * its creation held the batch that rolled to it, and every write queued behind it, for
+ * 0.1-0.4 s on this machine's virtual disk, and the burst slowed the syncs after it
+ * (tools/bench W2/W3: p99 135-306 ms against ZooKeeper's 12-22 ms, which pads its log
+ * sparsely). Now a segment is zeroed at most WAL_PREALLOC_STEP ahead of its logical end:
+ * a batch whose records come within half a step of the zeroed end first zeroes one more
+ * step (1 MiB, a few ms), then writes its records, and one fdatasync covers both. Such
+ * an extending batch is alone at the head of the pipeline: nothing is taken behind it
+ * until it is finished, so no later batch writes records into the range it zeroes.
+ * Appends then mostly overwrite blocks that are already allocated and written, so the
+ * file size does not change and fdatasync does not have to journal metadata: that is
+ * the point, a cheaper group commit. posix_fallocate would not do: its unwritten extents
+ * still cost a metadata update on first write. When the zeros do not fit (ENOSPC,
+ * EDQUOT) the file is truncated back and the batch simply appends; that counts as a
  * warning (wal_prealloc_fallbacks), not an error.
  *
  * The invariant that makes it work: in every segment, everything from the logical end
@@ -72,6 +78,7 @@
 #define WAL_READ_CHUNK (1u << 20)
 #define WAL_ZERO_CHUNK (1u << 20) /* zero-fill and zero-check granularity */
 #define WAL_DEFAULT_IN_FLIGHT 2
+#define WAL_PREALLOC_STEP (1ull << 20) /* zeros kept ahead of the logical end, at most */
 
 static const uint8_t wal_magic[8] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0};
 
@@ -113,6 +120,8 @@ struct wal {
                                     are in flight (the end of the newest one) */
     bool failed;                 /* a batch failed: the log refuses further batches */
     uint64_t prealloc_fallbacks; /* segments that could not be preallocated */
+    uint64_t zero_end;           /* active segment: its file size; zero from the logical
+                                    end (and from taken_end) to here */
 };
 
 struct wal_batch {
@@ -126,10 +135,13 @@ struct wal_batch {
     int fd;     /* append target; -1 when the batch creates a segment */
     uint64_t offset;
     bool create; /* the batch starts a new segment named new_name */
+    /* Zeros to write before the records, [zero_from, zero_to): a new segment's first
+     * step, or the next step of the active one (preallocation). zero_to == 0: none. */
+    uint64_t zero_from;
+    uint64_t zero_to;
     char new_name[WAL_NAME_SIZE];
-    int new_fd;             /* created by wal_batch_write; owned by the batch until finish */
-    uint64_t segment_bytes; /* preallocation target of a new segment */
-    bool prealloc_failed;   /* set by wal_batch_write: no room, the segment appends */
+    int new_fd;           /* created by wal_batch_write; owned by the batch until finish */
+    bool prealloc_failed; /* set by wal_batch_write: no room, the segment appends */
 };
 
 static uint16_t wal_get_le16(const uint8_t *p)
@@ -417,7 +429,13 @@ static int wal_active_reopen(struct wal *w)
     char name[WAL_NAME_SIZE];
     wal_segment_name(name, w->segs[w->nsegs - 1].first);
     w->active_fd = openat(w->dir_fd, name, O_RDWR | O_CLOEXEC);
-    return w->active_fd >= 0 ? 0 : CORRAL_E_IO;
+    struct stat st;
+    if (w->active_fd < 0 || fstat(w->active_fd, &st) != 0)
+        return CORRAL_E_IO;
+    /* Past the logical end the file is zero (recovery and truncation keep it so): the
+     * preallocation to build on. */
+    w->zero_end = (uint64_t)st.st_size;
+    return 0;
 }
 
 static int wal_mkdir_p(const char *dir)
@@ -654,30 +672,6 @@ out:
     return rc;
 }
 
-/* wal_open: extends the active segment to segment_bytes with zeros when it is shorter
- * (written before preallocation existed, cut by recovery, or not preallocated for lack of
- * room), so that the appends to come do not change its size. */
-static int wal_active_preallocate(struct wal *w)
-{
-    struct stat st;
-    if (w->active_fd < 0)
-        return 0;
-    if (fstat(w->active_fd, &st) != 0)
-        return CORRAL_E_IO;
-    uint64_t size = (uint64_t)st.st_size;
-    if (size >= w->segment_bytes || w->segs[w->nsegs - 1].size >= w->segment_bytes)
-        return 0;
-    int rc = wal_preallocate(w->active_fd, size, w->segment_bytes);
-    if (rc == 1) {
-        w->prealloc_fallbacks++;
-        fprintf(stderr, "wal: no room to preallocate the active segment: appending\n");
-        return 0;
-    }
-    if (rc != 0 || fdatasync(w->active_fd) != 0)
-        return CORRAL_E_IO;
-    return 0;
-}
-
 int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery_report *report)
 {
     struct wal_recovery_report rep;
@@ -708,9 +702,6 @@ int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recove
     if (rc != 0)
         goto out;
     rc = wal_active_reopen(w);
-    if (rc != 0)
-        goto out;
-    rc = wal_active_preallocate(w);
     if (rc != 0)
         goto out;
     if (w->nsegs > 0) {
@@ -814,8 +805,9 @@ int wal_batch_take(struct wal *w, struct wal_batch **out)
     if (w->pending_first == 0 || w->in_flight_count >= w->max_in_flight)
         return 0;
     bool busy = w->in_flight_count > 0;
-    if (busy && w->in_flight[w->in_flight_count - 1]->create)
-        return 0; /* the new segment is not known until its batch is finished */
+    struct wal_batch *newest = busy ? w->in_flight[w->in_flight_count - 1] : NULL;
+    if (newest && (newest->create || newest->zero_to != 0))
+        return 0; /* the range it zeroes (a new segment's fd) is not settled until it is done */
     uint64_t active_end = busy ? w->taken_end : (w->nsegs ? w->segs[w->nsegs - 1].size : 0);
     bool roll = w->nsegs == 0 || active_end >= w->segment_bytes;
     if (roll && busy)
@@ -831,15 +823,26 @@ int wal_batch_take(struct wal *w, struct wal_batch **out)
     w->pending_first = w->pending_last = w->pending_last_term = 0;
     b->dir_fd = w->dir_fd;
     b->new_fd = -1;
-    b->segment_bytes = w->segment_bytes;
+    uint64_t step = w->segment_bytes < WAL_PREALLOC_STEP ? w->segment_bytes : WAL_PREALLOC_STEP;
+    uint64_t zero_end = w->zero_end;
     if (roll) {
         b->create = true;
         b->fd = -1;
         b->offset = WAL_HEADER_SIZE;
         wal_segment_name(b->new_name, b->first);
+        zero_end = WAL_HEADER_SIZE;
     } else {
         b->fd = w->active_fd;
         b->offset = active_end;
+    }
+    /* Keep at least half a step of zeros past these records (a new segment: a step). */
+    uint64_t end = b->offset + b->records.len;
+    if (b->create || end + step / 2 > zero_end) {
+        b->zero_from = zero_end;
+        b->zero_to = (end + step / 2 + step - 1) / step * step;
+        if (b->zero_to < step)
+            b->zero_to = step;
+        w->zero_end = b->zero_to;
     }
     w->taken_end = b->offset + b->records.len;
     w->in_flight[w->in_flight_count++] = b;
@@ -861,9 +864,11 @@ int wal_batch_write(struct wal_batch *b)
         rc = wal_pwrite_all(fd, h, sizeof(h), 0);
         if (rc != 0)
             return rc;
-        /* Preallocate: real zeros up to segment_bytes, so that later batches overwrite
+    }
+    if (b->zero_to != 0) {
+        /* Preallocate the next step: real zeros, so that later batches overwrite
          * instead of growing the file. Without room, the segment appends. */
-        rc = wal_preallocate(fd, WAL_HEADER_SIZE, b->segment_bytes);
+        rc = wal_preallocate(fd, b->zero_from, b->zero_to);
         if (rc < 0)
             return rc;
         b->prealloc_failed = rc == 1;
@@ -888,7 +893,8 @@ static int wal_batch_retire(struct wal *w, struct wal_batch *b)
     int rc = 0;
     if (b->prealloc_failed) {
         w->prealloc_fallbacks++;
-        fprintf(stderr, "wal: no room to preallocate segment %s: appending\n", b->new_name);
+        w->zero_end = b->offset + b->records.len; /* the zeros were taken back */
+        fprintf(stderr, "wal: no room to preallocate log space: appending\n");
     }
     if (b->create) {
         struct wal_segment seg = {

@@ -19,10 +19,10 @@
  * segment_bytes. Creating a segment (open, header, zero-fill, fdatasync, fsync dir) also
  * happens inside wal_batch_write.
  *
- * Preallocation. A new segment is extended to segment_bytes with real zero bytes before
- * its first records are made durable (wal_open does the same to a shorter active
- * segment), so appends overwrite allocated blocks, the file size stays the same and
- * fdatasync need not journal metadata. A segment therefore ends in a zero tail: its
+ * Preallocation. Real zero bytes are written ahead of the records, up to 1 MiB at a time
+ * (the batch that nears the zeroed end writes the next step first, wal.c), so appends
+ * mostly overwrite allocated blocks, the file size stays the same and fdatasync need not
+ * journal metadata. A segment therefore ends in a zero tail: its
  * logical end (the end of its last valid record), not its file size, is where the next
  * record goes and where reads stop. No room for the zeros (ENOSPC) is not an error: the
  * segment is truncated back and grows by appending (counted by wal_prealloc_fallbacks).
@@ -98,7 +98,7 @@ uint64_t wal_durable_index(const struct wal *w);
 /* Term of the record at wal_durable_index, as set by the last batch that advanced it;
  * 0 when no batch has finished since wal_open or wal_truncate_after. */
 uint64_t wal_durable_term(const struct wal *w);
-/* Segments that could not be preallocated (no room) and append instead, since open.
+/* Preallocation steps that found no room and appended instead, since open.
  * A warning, not an error: the log is just as durable, only fdatasync costs more. */
 uint64_t wal_prealloc_fallbacks(const struct wal *w);
 

@@ -377,10 +377,10 @@ static void test_wal_sync_now__reopen_replays_all(void **state)
     assert_int_equal(c.count, 50);
     assert_int_equal(replay_count(w, 40, 40), 17);
     /* The file is header + records (the format is the table in wal.h), then zeros up to
-     * the default segment size of 64 MiB: the segment was preallocated. */
+     * the first preallocation step of 1 MiB. */
     char p[1024];
     segment_path(f, 7, p, sizeof(p));
-    assert_int_equal(file_size(p), 64 << 20);
+    assert_int_equal(file_size(p), 1 << 20);
     assert_true(file_zero_from(p, records_end(7, 56)));
     assert_false(file_zero_from(p, records_end(7, 56) - 1));
     wal_close(w);
@@ -483,8 +483,9 @@ static void test_wal_batch_write__segment_roll(void **state)
     }
     int segs = segment_count(f);
     assert_true(segs >= 5);
-    /* Every segment but the last passed 4096 bytes before the roll; every roll created a
-     * preallocated file, so the last one is 4096 bytes, zero after its records. */
+    /* Every segment but the last passed 4096 bytes before the roll; every segment is
+     * preallocated in steps of 4096 bytes (the step is at most the segment size), so each
+     * is a whole number of steps, zero after its records. */
     uint64_t firsts[64];
     int n = segment_firsts(f, firsts, 64);
     assert_int_equal(n, segs);
@@ -493,12 +494,14 @@ static void test_wal_batch_write__segment_roll(void **state)
         char p[1024];
         segment_path(f, firsts[i], p, sizeof(p));
         assert_true(file_size(p) >= 4096);
-        assert_int_equal(file_size(p), records_end(firsts[i], firsts[i + 1] - 1));
+        assert_int_equal(file_size(p) % 4096, 0);
+        assert_true(file_zero_from(p, records_end(firsts[i], firsts[i + 1] - 1)));
     }
     char last[1024];
     segment_path(f, firsts[n - 1], last, sizeof(last));
     off_t last_end = records_end(firsts[n - 1], 300);
-    assert_int_equal(file_size(last), last_end > 4096 ? last_end : 4096);
+    assert_true(file_size(last) >= last_end);
+    assert_int_equal(file_size(last) % 4096, 0);
     assert_true(file_zero_from(last, last_end));
     assert_int_equal(replay_count(w, 1, 1), 300);
     wal_close(w);
@@ -543,9 +546,8 @@ static void test_wal_open__torn_tail_cut(void **state)
     char want[64];
     snprintf(want, sizeof(want), "offset %llu:", (unsigned long long)(size - last_len));
     assert_non_null(strstr(rep.cut_reason, want));
-    /* Cut at the record, then preallocated again (zeros) for the appends to come. */
-    assert_int_equal(file_size(p), 4096);
-    assert_true(file_zero_from(p, size - (off_t)last_len));
+    /* Cut at the record; the next batch preallocates again. */
+    assert_int_equal(file_size(p), size - (off_t)last_len);
     assert_int_equal(wal_last_index(w), 9);
     assert_int_equal(wal_append(w, 11, 1, "x", 1), CORRAL_E_BAD_ARGUMENTS);
     append_range(w, 10, 12, 1);
@@ -575,7 +577,7 @@ static void test_wal_open__corrupt_payload_cut(void **state)
     uint8_t buf[256];
     uint64_t last_len = 28 + payload_make(10, buf, sizeof(buf));
     off_t size = file_size(p);
-    assert_int_equal(size, 64 << 20);
+    assert_int_equal(size, 1 << 20);
     file_flip_byte(p, end - (off_t)last_len + 28 + (off_t)(last_len - 28) / 2);
 
     struct wal_recovery_report rep;
@@ -677,10 +679,11 @@ static void test_wal_open__torn_record_in_preallocated_segment_cut(void **state)
     snprintf(want, sizeof(want), "offset %llu:", (unsigned long long)end);
     assert_non_null(strstr(rep.cut_reason, want));
     assert_int_equal(replay_count(w, 1, 1), 10);
-    assert_int_equal(file_size(p), 1 << 20); /* preallocated again */
-    assert_true(file_zero_from(p, end));
+    assert_int_equal(file_size(p), end); /* cut there */
     append_range(w, 11, 12, 2);
     assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(file_size(p), 1 << 20); /* preallocated again by the next batch */
+    assert_true(file_zero_from(p, records_end(1, 12)));
     wal_close(w);
 
     /* A single stray byte far beyond the logical end is damage too. */
@@ -987,8 +990,9 @@ static void test_wal_truncate_after__removed_records_do_not_come_back(void **sta
     wal_close(w);
 }
 
-/* (g) No room for the zeros: the zero-fill fails with ENOSPC after 1 MiB, the segment is
- * truncated back and the batch appends, which counts as a warning, not an error. */
+/* (g) No room for the zeros: the zero-fill fails with ENOSPC, the segment is truncated
+ * back and the batch appends, which counts as a warning, not an error; every later
+ * batch that needs zeros tries again. */
 static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **state)
 {
     struct fixture *f = *state;
@@ -999,7 +1003,7 @@ static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **st
     assert_int_equal(wal_batch_take(w, &b), 0);
     assert_non_null(b);
     fault_zero_errno = ENOSPC;
-    fault_zero_after = 1;
+    fault_zero_after = 0;
     count_fdatasync = 0;
     assert_int_equal(wal_batch_write(b), 0);
     assert_int_equal(wal_batch_finish(w, b, 0), 0);
@@ -1012,31 +1016,32 @@ static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **st
     append_range(w, 11, 20, 1);
     assert_int_equal(wal_sync_now(w), 0);
     assert_int_equal(file_size(p), records_end(1, 20)); /* appending */
+    assert_int_equal(wal_prealloc_fallbacks(w), 2);
     wal_close(w);
 
-    /* Still no room at open: the active segment stays as it is, and appends. */
+    /* Still no room after a restart: the segment appends. */
     w = wal_open_ok(f, 3 << 20, &rep);
     assert_int_equal(rep.last_index, 20);
     assert_string_equal(rep.cut_reason, "");
-    assert_int_equal(wal_prealloc_fallbacks(w), 1);
-    assert_int_equal(file_size(p), records_end(1, 20));
     append_range(w, 21, 22, 1);
     assert_int_equal(wal_sync_now(w), 0);
     assert_int_equal(file_size(p), records_end(1, 22));
     wal_close(w);
 
-    /* Room again: open preallocates the active segment, appends overwrite the zeros. */
+    /* Room again: the next batch preallocates a step, later ones overwrite its zeros. */
     fault_zero_errno = 0;
     w = wal_open_ok(f, 3 << 20, &rep);
     assert_int_equal(rep.last_index, 22);
     assert_string_equal(rep.cut_reason, "");
     assert_int_equal(wal_prealloc_fallbacks(w), 0);
-    assert_int_equal(file_size(p), 3 << 20);
     append_range(w, 23, 30, 1);
     assert_int_equal(wal_sync_now(w), 0);
-    assert_int_equal(file_size(p), 3 << 20);
-    assert_true(file_zero_from(p, records_end(1, 30)));
-    assert_int_equal(replay_count(w, 1, 1), 30);
+    assert_int_equal(file_size(p), 1 << 20);
+    append_range(w, 31, 32, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(file_size(p), 1 << 20);
+    assert_true(file_zero_from(p, records_end(1, 32)));
+    assert_int_equal(replay_count(w, 1, 1), 32);
     wal_close(w);
 }
 
@@ -1263,6 +1268,57 @@ static void test_wal_batch_finish__earlier_failure_stops_later_batch(void **stat
     wal_close(w);
 }
 
+/* Zeros are written at most a step (1 MiB) ahead: a new segment gets one step, the
+ * batch that comes within half a step of the zeroed end writes the next one, and the
+ * batches in between write nothing but their records. */
+static void test_wal_batch_write__preallocates_in_steps(void **state)
+{
+    struct fixture *f = *state;
+    const off_t step = 1 << 20;
+    struct wal *w = wal_open_ok(f, 0, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    char seg[1024];
+    segment_path(f, 1, seg, sizeof seg);
+    assert_int_equal(file_size(seg), step);
+    uint64_t next = 11;
+    while (records_end(1, next - 1) + step / 2 <= step - 4096) {
+        append_range(w, next, next + 49, 1);
+        next += 50;
+        count_pwrite = 0;
+        assert_int_equal(wal_sync_now(w), 0);
+        assert_int_equal(count_pwrite, 1); /* the records only */
+        assert_int_equal(file_size(seg), step);
+    }
+    /* The batch that nears the zeroed end extends it first, and is alone in flight. */
+    struct wal_batch *b1 = NULL, *b2 = NULL;
+    append_range(w, next, next + 99, 1);
+    next += 100;
+    assert_int_equal(wal_batch_take(w, &b1), 0);
+    assert_non_null(b1);
+    append_range(w, next, next + 9, 1);
+    next += 10;
+    assert_int_equal(wal_batch_take(w, &b2), 0);
+    assert_null(b2);
+    assert_int_equal(wal_batch_finish(w, b1, wal_batch_write(b1)), 0);
+    assert_int_equal(file_size(seg), 2 * step);
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_true(file_zero_from(seg, records_end(1, next - 1)));
+    wal_close(w);
+
+    struct wal_recovery_report rep;
+    w = wal_open_ok(f, 0, &rep);
+    assert_int_equal(rep.last_index, next - 1);
+    assert_int_equal(rep.cut_bytes, 0);
+    append_range(w, next, next + 4, 1);
+    next += 5;
+    count_pwrite = 0;
+    assert_int_equal(wal_sync_now(w), 0);
+    assert_int_equal(count_pwrite, 1); /* built on the zeros found at open */
+    assert_int_equal(replay_count(w, 1, 1), next - 1);
+    wal_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1298,6 +1354,7 @@ int main(void)
         T(test_wal_open__later_batch_behind_a_gap_is_cut),
         T(test_wal_batch_take__roll_waits_for_batches_in_flight),
         T(test_wal_batch_finish__earlier_failure_stops_later_batch),
+        T(test_wal_batch_write__preallocates_in_steps),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
