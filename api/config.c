@@ -91,7 +91,7 @@ void config_defaults(struct config *c)
     c->max_body_bytes = 4194304;
     c->snapshot_every = 100000;
     c->wal_segment_bytes = 64u * 1024 * 1024;
-    c->wal_batches_in_flight = 2;
+    c->wal_batches_in_flight = 1;
     c->min_free_disk_bytes = 64u * 1024 * 1024;
     c->snapshots_keep = 3;
     c->container_check_ms = 60000;

@@ -49,7 +49,7 @@ struct engine_options {
     uint32_t snapshots_keep;         /* snapshot files kept; 0 = 3 */
     uint32_t reap_interval_ms;       /* container/TTL check interval; 0 = 60000 */
     uint64_t wal_segment_bytes;      /* 0 = 64 MiB */
-    uint32_t wal_batches_in_flight;  /* log batches written at once; 0 = 2 (wal.h) */
+    uint32_t wal_batches_in_flight;  /* log batches written at once; 0 = 1 (wal.h) */
     uint64_t history_events;         /* events kept in memory; 0 = 250,000 */
     uint64_t history_bytes;          /* bytes of events kept in memory; 0 = 32 MiB */
     /* Writes are refused (NO_SPACE) while the data dir's file system has less free

@@ -77,7 +77,7 @@
 #define WAL_NAME_SIZE 32 /* "wal-" + 20 digits + ".log" + NUL = 29 */
 #define WAL_READ_CHUNK (1u << 20)
 #define WAL_ZERO_CHUNK (1u << 20) /* zero-fill and zero-check granularity */
-#define WAL_DEFAULT_IN_FLIGHT 2
+#define WAL_DEFAULT_IN_FLIGHT 1
 #define WAL_PREALLOC_STEP (1ull << 20) /* zeros kept ahead of the logical end, at most */
 
 static const uint8_t wal_magic[8] = {'C', 'R', 'L', 'W', 'A', 'L', 0, 0};

@@ -67,7 +67,7 @@ struct wal_batch;
 struct wal_options {
     const char *dir;        /* directory of segments; created if missing */
     uint64_t segment_bytes; /* roll to a new segment past this size; 0 = 64 MiB */
-    size_t max_in_flight;   /* batches written at once; 0 = 2, at most WAL_MAX_IN_FLIGHT */
+    size_t max_in_flight;   /* batches written at once; 0 = 1, at most WAL_MAX_IN_FLIGHT */
 };
 
 /* What wal_open found and did. */

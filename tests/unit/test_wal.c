@@ -138,7 +138,8 @@ static size_t payload_make(uint64_t i, uint8_t *buf, size_t cap)
 static struct wal *wal_open_ok(const struct fixture *f, uint64_t segment_bytes,
                                struct wal_recovery_report *rep)
 {
-    struct wal_options o = {.dir = f->dir, .segment_bytes = segment_bytes};
+    /* Two batches in flight, so that the pipelining tests have a pipeline. */
+    struct wal_options o = {.dir = f->dir, .segment_bytes = segment_bytes, .max_in_flight = 2};
     struct wal *w = NULL;
     assert_int_equal(wal_open(&o, &w, rep), 0);
     assert_non_null(w);
@@ -1165,7 +1166,7 @@ static void test_wal_batch_finish__out_of_order_retires_in_index_order(void **st
     struct wal_batch *b1 = NULL, *b2 = NULL, *b3 = NULL;
     struct wal *w = two_batches_in_flight(f, 2, 3, &b1, &b2);
     append_range(w, 31, 35, 3);
-    /* Two in flight (the default) is the limit. */
+    /* Two in flight (wal_open_ok's setting) is the limit. */
     assert_int_equal(wal_batch_take(w, &b3), 0);
     assert_null(b3);
     assert_int_equal(wal_batch_write(b2), 0);
