@@ -507,7 +507,8 @@ static bool flat_value_read(struct flat_reader *r, struct flat_value *v)
     const char *digits = r->p;
     json_int_t value = 0;
     while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-        value = value * 10 + (*r->p - '0');
+        if (r->p - digits < 18) /* past 18 digits it gives up below; no overflow here */
+            value = value * 10 + (*r->p - '0');
         r->p++;
     }
     size_t n = (size_t)(r->p - digits);
