@@ -194,28 +194,19 @@ static void http_request_resume(struct api_request *r)
 
 void api_request_respond(struct api_request *r, unsigned status, json_t *body)
 {
-    if (r->response_queued) {
-        json_decref(body);
+    if (body == NULL) { /* no body (204, HEAD) */
+        if (r->response_queued)
+            return;
+        free(r->response_body);
+        r->response_body = NULL;
+        r->response_length = 0;
+        r->status = status;
+        r->has_response = true;
         return;
     }
-    free(r->response_body);
-    r->response_body = NULL;
-    r->response_length = 0;
-    r->status = status;
-    r->has_response = true;
-    if (body == NULL)
-        return;
-    r->response_body = json_dumps(body, JSON_COMPACT);
+    char *text = r->response_queued ? NULL : json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    if (r->response_body == NULL) {
-        /* Out of memory while rendering: answer 500 with a static body. */
-        static const char oom[] = "{\"error\":{\"code\":\"NO_MEMORY\",\"message\":\"out of "
-                                  "memory\"}}";
-        r->status = 500;
-        r->response_body = strdup(oom);
-    }
-    if (r->response_body != NULL)
-        r->response_length = strlen(r->response_body);
+    api_request_respond_text(r, status, text, text != NULL ? strlen(text) : 0);
 }
 
 void api_request_respond_text(struct api_request *r, unsigned status, char *body, size_t length)
@@ -229,6 +220,14 @@ void api_request_respond_text(struct api_request *r, unsigned status, char *body
     r->has_response = true;
     r->response_body = body;
     r->response_length = length;
+    if (body == NULL) {
+        /* Out of memory while rendering: answer 500 with a static body. */
+        static const char oom[] = "{\"error\":{\"code\":\"NO_MEMORY\",\"message\":\"out of "
+                                  "memory\"}}";
+        r->status = 500;
+        r->response_body = strdup(oom);
+        r->response_length = r->response_body != NULL ? strlen(r->response_body) : 0;
+    }
 }
 
 void api_request_respond_error(struct api_request *r, int code, const char *message,

@@ -126,7 +126,8 @@ void api_server_log(const struct api_server *s, int level, const char *format, .
 void api_request_respond(struct api_request *r, unsigned status, json_t *body);
 
 /* Stores a response whose body is JSON text already rendered (malloc'd; taken over and
- * freed by the request). Ignored (and freed) once a response has been queued. */
+ * freed by the request). body NULL means the rendering ran out of memory: the answer is
+ * then 500 NO_MEMORY. Ignored (and freed) once a response has been queued. */
 void api_request_respond_text(struct api_request *r, unsigned status, char *body, size_t length);
 
 /* Stores an error response for code (status from api_error_status). message NULL =

@@ -117,19 +117,6 @@ static void routes_path_error(struct api_request *r, int code, const char *messa
     api_request_respond_error(r, code, message, r->path, r->path_length, -1);
 }
 
-/* {"path": ..., "stat": ...}: new reference. */
-/* Answers a create or set with {"path","stat"}, rendered directly (the write hot path). */
-static void routes_respond_path_stat(struct api_request *r, unsigned status, const char *path,
-                                     size_t length, const struct znode_stat *st)
-{
-    size_t text_length;
-    char *text = json_codec_path_stat_render(path, length, st, &text_length);
-    if (text == NULL)
-        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
-    else
-        api_request_respond_text(r, status, text, text_length);
-}
-
 /* ---- engine completions ---- */
 
 static void routes_on_done(void *arg, const struct engine_result *res)
@@ -165,7 +152,10 @@ static void routes_on_done(void *arg, const struct engine_result *res)
                 length = strlen(path);
             }
         }
-        routes_respond_path_stat(r, r->route == API_ROUTE_CREATE ? 201 : 200, path, length, &st);
+        /* {"path","stat"}, rendered directly (the write hot path) */
+        size_t text_length = 0;
+        char *text = json_codec_path_stat_render(path, length, &st, &text_length);
+        api_request_respond_text(r, r->route == API_ROUTE_CREATE ? 201 : 200, text, text_length);
         break;
     }
     case API_ROUTE_DELETE:
@@ -382,13 +372,10 @@ static void routes_znode_get(struct api_request *r, uint64_t session, bool head)
         /* The common read: rendered directly, without a jansson tree. */
         if (watch && !routes_watch_add(r, session, WATCH_KIND_DATA))
             return;
-        size_t length;
+        size_t length = 0;
         char *text = json_codec_read_render(r->path, r->path_length, n->data, n->data_length, &st,
                                             force_base64, &length);
-        if (text == NULL)
-            api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
-        else
-            api_request_respond_text(r, 200, text, length);
+        api_request_respond_text(r, 200, text, length);
         return;
     }
     json_t *o = json_pack("{s:s%}", "path", r->path, r->path_length);

@@ -1198,6 +1198,11 @@ static void engine_snapshot_maybe(struct engine *e)
     }
 }
 
+/* ioprio_set(2) has no glibc wrapper or header: IOPRIO_WHO_PROCESS, and the idle class
+ * (3) shifted by IOPRIO_CLASS_SHIFT (13), from linux/ioprio.h. */
+#define ENGINE_IOPRIO_WHO_PROCESS 1
+#define ENGINE_IOPRIO_IDLE (3 << 13)
+
 /* A snapshot written by a child process (Redis's way): fork() gives the child a
  * copy-on-write image of the state exactly at applied_index, so the child encodes and
  * writes it while the loop thread goes on serving, and the pause is the fork itself
@@ -1206,11 +1211,6 @@ static void engine_snapshot_maybe(struct engine *e)
  * disturbed; glibc's fork keeps malloc usable in the child. The parent learns of the
  * end from engine_tick (waitpid, no signal handler). Returns false when it could not
  * fork (the caller then encodes on the loop as before). */
-/* ioprio_set(2) has no glibc wrapper or header: IOPRIO_WHO_PROCESS, and the idle class
- * (3) shifted by IOPRIO_CLASS_SHIFT (13), from linux/ioprio.h. */
-#define ENGINE_IOPRIO_WHO_PROCESS 1
-#define ENGINE_IOPRIO_IDLE (3 << 13)
-
 static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
 {
     pid_t parent = getpid();

@@ -147,7 +147,8 @@ static void replication_send(struct engine *e, uint64_t to, enum engine_channel 
         e->host.send(e->host.data, to, channel, b->data, b->length);
 }
 
-static void replication_step(struct engine *e, const struct raft_event *ev)
+/* Returns the core's answer (CLUSTER_OK, or a refusal; out of memory is fatal). */
+static int replication_step(struct engine *e, const struct raft_event *ev)
 {
     struct raft_update u;
     int rc = raft_step(e->raft, ev, &u, NULL);
@@ -155,6 +156,7 @@ static void replication_step(struct engine *e, const struct raft_event *ev)
         engine_fatal(e, "out of memory in the consensus core");
     if (rc == CLUSTER_OK)
         replication_update_process(e, &u);
+    return rc;
 }
 
 /* ---- the log ---- */
@@ -262,8 +264,7 @@ static void inflight_fail_after(struct engine *e, uint64_t index)
 }
 
 static void log_change(struct engine *e, uint64_t truncate_after, uint64_t first_index,
-                       uint64_t count, const uint64_t *terms, const uint32_t *lengths,
-                       const uint8_t *const *payloads)
+                       uint64_t count, const struct raft_entry *entries)
 {
     if (truncate_after != UINT64_MAX) {
         if (wal_truncate_after(e->wal, truncate_after) != 0)
@@ -273,10 +274,11 @@ static void log_change(struct engine *e, uint64_t truncate_after, uint64_t first
             e->proposed_index = truncate_after;
     }
     for (uint64_t i = 0; i < count; i++) {
-        if (wal_append(e->wal, first_index + i, terms[i], payloads[i], lengths[i]) != 0)
+        if (wal_append(e->wal, first_index + i, entries[i].term, entries[i].data,
+                       entries[i].length) != 0)
             engine_fatal(e, "WAL refused a contiguous append");
         e->wal_records++;
-        e->log_bytes_since_snapshot += lengths[i];
+        e->log_bytes_since_snapshot += entries[i].length;
     }
 }
 
@@ -287,16 +289,17 @@ static void deferred_run(struct engine *e)
         e->deferred_head = d->next;
         if (!e->deferred_head)
             e->deferred_tail = NULL;
-        const uint8_t **payloads = calloc(d->count ? d->count : 1, sizeof *payloads);
-        if (!payloads)
+        struct raft_entry *entries = calloc(d->count ? d->count : 1, sizeof *entries);
+        if (!entries)
             engine_fatal(e, "out of memory replaying a deferred log change");
         size_t offset = 0;
         for (uint64_t i = 0; i < d->count; i++) {
-            payloads[i] = d->data.data + offset;
+            entries[i] = (struct raft_entry){
+                .term = d->terms[i], .data = d->data.data + offset, .length = d->lengths[i]};
             offset += d->lengths[i];
         }
-        log_change(e, d->truncate_after, d->first_index, d->count, d->terms, d->lengths, payloads);
-        free(payloads);
+        log_change(e, d->truncate_after, d->first_index, d->count, entries);
+        free(entries);
         free(d->terms);
         free(d->lengths);
         bytes_free(&d->data);
@@ -311,28 +314,7 @@ static void update_log(struct engine *e, const struct raft_update *u)
     bool must_wait = e->deferred_head != NULL ||
                      (u->truncate_after != UINT64_MAX && e->wal_batches_in_flight > 0);
     if (!must_wait) {
-        /* A leader's update carries one entry per proposal: no allocation for a few. */
-        enum { STACK_ENTRIES = 16 };
-        const uint8_t *payload_stack[STACK_ENTRIES] = {0};
-        uint64_t term_stack[STACK_ENTRIES] = {0};
-        uint32_t length_stack[STACK_ENTRIES] = {0};
-        bool heap = u->entry_count > STACK_ENTRIES;
-        const uint8_t **payloads = heap ? calloc(u->entry_count, sizeof *payloads) : payload_stack;
-        uint64_t *terms = heap ? calloc(u->entry_count, sizeof *terms) : term_stack;
-        uint32_t *lengths = heap ? calloc(u->entry_count, sizeof *lengths) : length_stack;
-        if (!payloads || !terms || !lengths)
-            engine_fatal(e, "out of memory appending to the log");
-        for (uint64_t i = 0; i < u->entry_count; i++) {
-            payloads[i] = u->entries[i].data;
-            terms[i] = u->entries[i].term;
-            lengths[i] = u->entries[i].length;
-        }
-        log_change(e, u->truncate_after, u->first_index, u->entry_count, terms, lengths, payloads);
-        if (heap) {
-            free(payloads);
-            free(terms);
-            free(lengths);
-        }
+        log_change(e, u->truncate_after, u->first_index, u->entry_count, u->entries);
         return;
     }
     /* Keep a copy: the update's entries live only until the next step. */
@@ -499,8 +481,7 @@ void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term)
                             .snapshot_index = index,
                             .snapshot_term = term,
                             .trailing = trailing};
-    struct raft_update u;
-    int rc = raft_step(e->raft, &ev, &u, NULL);
+    int rc = replication_step(e, &ev);
     if (rc != CLUSTER_OK) {
         engine_logf(e, 2, "the consensus core refused snapshot %" PRIu64 " (term %" PRIu64 "): %d",
                     index, term, rc);
@@ -510,7 +491,6 @@ void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term)
                 "log in memory now starts after zxid %" PRIu64 " (snapshot %" PRIu64 ", %" PRIu64
                 " trailing entries kept)",
                 index - trailing, index, trailing);
-    replication_update_process(e, &u);
 }
 
 /* ---- read index ---- */

@@ -130,7 +130,6 @@ struct wal_batch {
     uint64_t last;
     uint64_t last_term;
     bool done;  /* wal_batch_finish was called; waits for older batches to retire */
-    int result; /* of wal_batch_write, once done */
     int dir_fd; /* borrowed from the log, which outlives the batch */
     int fd;     /* append target; -1 when the batch creates a segment */
     uint64_t offset;
@@ -208,6 +207,15 @@ static void wal_buf_free(struct wal_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+/* Frees a batch and what it still owns (a created segment's fd it did not hand over). */
+static void wal_batch_free(struct wal_batch *b)
+{
+    if (b->new_fd >= 0)
+        close(b->new_fd);
+    wal_buf_free(&b->records);
+    free(b);
 }
 
 static int wal_pread_all(int fd, void *buf, size_t len, uint64_t offset)
@@ -725,13 +733,8 @@ void wal_close(struct wal *w)
 {
     if (!w)
         return;
-    for (size_t i = 0; i < w->in_flight_count; i++) {
-        struct wal_batch *b = w->in_flight[i];
-        if (b->new_fd >= 0)
-            close(b->new_fd);
-        wal_buf_free(&b->records);
-        free(b);
-    }
+    for (size_t i = 0; i < w->in_flight_count; i++)
+        wal_batch_free(w->in_flight[i]);
     if (w->active_fd >= 0)
         close(w->active_fd);
     if (w->dir_fd >= 0)
@@ -887,7 +890,7 @@ int wal_batch_write(struct wal_batch *b)
 }
 
 /* Applies the oldest in-flight batch, finished without error, to the log's bookkeeping
- * and frees it. Returns 0 or CORRAL_E_NO_MEMORY. */
+ * (a new segment's fd moves to the log). Returns 0 or CORRAL_E_NO_MEMORY. */
 static int wal_batch_retire(struct wal *w, struct wal_batch *b)
 {
     int rc = 0;
@@ -914,10 +917,6 @@ static int wal_batch_retire(struct wal *w, struct wal_batch *b)
         w->durable_index = b->last;
         w->durable_term = b->last_term;
     }
-    if (b->new_fd >= 0)
-        close(b->new_fd);
-    wal_buf_free(&b->records);
-    free(b);
     return rc;
 }
 
@@ -929,7 +928,6 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
     if (!b || at == w->in_flight_count || b->done)
         return CORRAL_E_BAD_ARGUMENTS;
     b->done = true;
-    b->result = write_result;
     if (write_result != 0) {
         /* No retry: after a failed fdatasync the kernel may have dropped the pages, so
          * what is on disk is unknown. The log refuses further batches. */
@@ -940,16 +938,9 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
         struct wal_batch *head = w->in_flight[0];
         w->in_flight_count--;
         memmove(w->in_flight, w->in_flight + 1, w->in_flight_count * sizeof(*w->in_flight));
-        if (w->failed || head->result != 0) {
+        if (!w->failed && wal_batch_retire(w, head) != 0)
             w->failed = true;
-            if (head->new_fd >= 0)
-                close(head->new_fd);
-            wal_buf_free(&head->records);
-            free(head);
-            continue;
-        }
-        if (wal_batch_retire(w, head) != 0)
-            w->failed = true;
+        wal_batch_free(head);
     }
     return w->failed ? CORRAL_E_IO : 0;
 }
