@@ -1006,6 +1006,16 @@ static void routes_stats(struct api_request *r)
 {
     struct engine_stats st;
     engine_stats_get(api_server_engine(r->server), &st);
+    /* The fdatasync histogram: one {le_us, count} per bucket, le_us null for the last
+     * (slower than every bound). Counts are per bucket, not cumulative. */
+    json_t *histogram = json_array();
+    for (size_t i = 0; histogram && i < WAL_SYNC_BUCKETS; i++) {
+        json_t *bound = i + 1 < WAL_SYNC_BUCKETS
+                            ? json_integer((json_int_t)WAL_SYNC_BUCKET_FIRST_US << i)
+                            : json_null();
+        json_array_append_new(histogram, json_pack("{s:o,s:I}", "le_us", bound, "count",
+                                                   (json_int_t)st.wal.fdatasync_histogram[i]));
+    }
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "nodes",
         (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal_sync_us, "wal_write_us",
@@ -1017,7 +1027,21 @@ static void routes_stats(struct api_request *r)
         (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events, "history_bytes",
         (json_int_t)st.history_bytes, "history_covered_from", (json_int_t)st.history_covered_from,
         "log_first_zxid", (json_int_t)st.log_first_zxid, "wal_prealloc_fallbacks",
-        (json_int_t)st.wal_prealloc_fallbacks);
+        (json_int_t)st.wal.prealloc_fallbacks);
+    if (o)
+        json_object_update_new(o, json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "wal_record_bytes",
+                                            (json_int_t)st.wal.record_bytes, "wal_zero_bytes",
+                                            (json_int_t)st.wal.zero_bytes, "wal_pwrite_us",
+                                            (json_int_t)st.wal.pwrite_us, "wal_fdatasync_us",
+                                            (json_int_t)st.wal.fdatasync_us, "wal_fdatasync_max_us",
+                                            (json_int_t)st.wal.fdatasync_max_us,
+                                            "wal_fdatasync_histogram", histogram));
+    else
+        json_decref(histogram);
+    if (!o) {
+        api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
+        return;
+    }
     api_request_respond(r, 200, o);
 }
 

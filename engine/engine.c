@@ -1624,7 +1624,7 @@ void engine_stats_get(const struct engine *e, struct engine_stats *out)
     out->wal_records = e->wal_records;
     out->wal_sync_us = e->wal_sync_us;
     out->wal_write_us = e->wal_write_us;
-    out->wal_prealloc_fallbacks = wal_prealloc_fallbacks(e->wal);
+    wal_stats_get(e->wal, &out->wal);
     out->snapshots_written = e->snapshots_written;
     out->last_snapshot_zxid = e->last_snapshot_index;
     out->writes_in_flight = e->inflight_count;

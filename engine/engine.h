@@ -22,6 +22,7 @@
 
 #include "error.h"
 #include "tree.h"
+#include "wal.h"
 #include "watch.h"
 
 struct engine;
@@ -345,7 +346,7 @@ struct engine_stats {
     uint64_t wal_records;
     uint64_t wal_sync_us;            /* summed time of WAL batches (write + fdatasync + handoffs) */
     uint64_t wal_write_us;           /* of which in pwrite + fdatasync on the worker thread */
-    uint64_t wal_prealloc_fallbacks; /* segments without room for their zeros */
+    struct wal_stats wal;            /* the log's own split: pwrite, fdatasync, bytes */
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
     uint64_t writes_in_flight;

@@ -40,7 +40,7 @@
  * the point, a cheaper group commit. posix_fallocate would not do: its unwritten extents
  * still cost a metadata update on first write. When the zeros do not fit (ENOSPC,
  * EDQUOT) the file is truncated back and the batch simply appends; that counts as a
- * warning (wal_prealloc_fallbacks), not an error.
+ * warning (wal_stats.prealloc_fallbacks), not an error.
  *
  * The invariant that makes it work: in every segment, everything from the logical end
  * (wal_segment.size, the end of the last valid record) to the end of the file is zero.
@@ -64,6 +64,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAL_HEADER_SIZE 16
@@ -119,7 +120,7 @@ struct wal {
     uint64_t taken_end;          /* active segment: where the next batch goes while some
                                     are in flight (the end of the newest one) */
     bool failed;                 /* a batch failed: the log refuses further batches */
-    uint64_t prealloc_fallbacks; /* segments that could not be preallocated */
+    struct wal_stats stats;      /* of retired batches */
     uint64_t zero_end;           /* active segment: its file size; zero from the logical
                                     end (and from taken_end) to here */
 };
@@ -141,6 +142,8 @@ struct wal_batch {
     char new_name[WAL_NAME_SIZE];
     int new_fd;           /* created by wal_batch_write; owned by the batch until finish */
     bool prealloc_failed; /* set by wal_batch_write: no room, the segment appends */
+    uint64_t pwrite_us;   /* set by wal_batch_write, for wal_stats */
+    uint64_t fdatasync_us;
 };
 
 static uint16_t wal_get_le16(const uint8_t *p)
@@ -764,9 +767,34 @@ uint64_t wal_durable_term(const struct wal *w)
     return w->durable_term;
 }
 
-uint64_t wal_prealloc_fallbacks(const struct wal *w)
+void wal_stats_get(const struct wal *w, struct wal_stats *out)
 {
-    return w->prealloc_fallbacks;
+    *out = w->stats;
+}
+
+static uint64_t wal_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Counts a retired batch in the log's statistics. */
+static void wal_stats_count(struct wal_stats *st, const struct wal_batch *b)
+{
+    st->batches++;
+    st->record_bytes += b->records.len;
+    if (b->zero_to != 0 && !b->prealloc_failed)
+        st->zero_bytes += b->zero_to - b->zero_from;
+    st->pwrite_us += b->pwrite_us;
+    st->fdatasync_us += b->fdatasync_us;
+    if (b->fdatasync_us > st->fdatasync_max_us)
+        st->fdatasync_max_us = b->fdatasync_us;
+    size_t bucket = 0;
+    while (bucket < WAL_SYNC_BUCKETS - 1 &&
+           b->fdatasync_us >= ((uint64_t)WAL_SYNC_BUCKET_FIRST_US << bucket))
+        bucket++;
+    st->fdatasync_histogram[bucket]++;
 }
 
 int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload, size_t len)
@@ -857,6 +885,7 @@ int wal_batch_write(struct wal_batch *b)
 {
     int fd = b->fd;
     int rc;
+    uint64_t started_us = wal_clock_us();
     if (b->create) {
         uint8_t h[WAL_HEADER_SIZE];
         b->new_fd = openat(b->dir_fd, b->new_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -879,6 +908,8 @@ int wal_batch_write(struct wal_batch *b)
     rc = wal_pwrite_all(fd, b->records.data, b->records.len, b->offset);
     if (rc != 0)
         return rc;
+    uint64_t written_us = wal_clock_us();
+    b->pwrite_us = written_us - started_us;
     /* One fdatasync for the whole batch (and a new segment's header and zeros): this is
      * the group commit. */
     if (fdatasync(fd) != 0)
@@ -886,6 +917,7 @@ int wal_batch_write(struct wal_batch *b)
     /* The new name must be durable too, or a crash could lose the whole segment. */
     if (b->create && fsync(b->dir_fd) != 0)
         return -errno;
+    b->fdatasync_us = wal_clock_us() - written_us;
     return 0;
 }
 
@@ -895,7 +927,7 @@ static int wal_batch_retire(struct wal *w, struct wal_batch *b)
 {
     int rc = 0;
     if (b->prealloc_failed) {
-        w->prealloc_fallbacks++;
+        w->stats.prealloc_fallbacks++;
         w->zero_end = b->offset + b->records.len; /* the zeros were taken back */
         fprintf(stderr, "wal: no room to preallocate log space: appending\n");
     }
@@ -916,6 +948,7 @@ static int wal_batch_retire(struct wal *w, struct wal_batch *b)
     if (rc == 0) {
         w->durable_index = b->last;
         w->durable_term = b->last_term;
+        wal_stats_count(&w->stats, b);
     }
     return rc;
 }

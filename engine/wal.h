@@ -25,7 +25,7 @@
  * journal metadata. A segment therefore ends in a zero tail: its
  * logical end (the end of its last valid record), not its file size, is where the next
  * record goes and where reads stop. No room for the zeros (ENOSPC) is not an error: the
- * segment is truncated back and grows by appending (counted by wal_prealloc_fallbacks).
+ * segment is truncated back and grows by appending (counted in wal_stats).
  * The format is unchanged (version 1): a zero tail is simply not a record.
  *
  * Recovery. wal_open scans every segment in order, verifies each record's CRC and
@@ -98,9 +98,32 @@ uint64_t wal_durable_index(const struct wal *w);
 /* Term of the record at wal_durable_index, as set by the last batch that advanced it;
  * 0 when no batch has finished since wal_open or wal_truncate_after. */
 uint64_t wal_durable_term(const struct wal *w);
-/* Preallocation steps that found no room and appended instead, since open.
- * A warning, not an error: the log is just as durable, only fdatasync costs more. */
-uint64_t wal_prealloc_fallbacks(const struct wal *w);
+
+/* Buckets of the fdatasync histogram: bucket i counts syncs that took less than
+ * (WAL_SYNC_BUCKET_FIRST_US << i) microseconds and at least the previous bound; the
+ * last bucket counts everything slower. 125 us .. 128 ms, then above. */
+#define WAL_SYNC_BUCKETS 12
+#define WAL_SYNC_BUCKET_FIRST_US 125
+
+/* What the log's batches cost since open, counted when a batch retires (a failed batch
+ * is not counted). They tell whether a slow commit is this process or the disk: the
+ * time in pwrite (records and preallocation zeros) and in fdatasync, per batch, against
+ * the bytes each batch wrote. */
+struct wal_stats {
+    uint64_t batches;
+    uint64_t record_bytes;       /* record bytes written (headers included) */
+    uint64_t zero_bytes;         /* preallocation zeros written ahead of the records */
+    uint64_t pwrite_us;          /* summed time in pwrite, zeros included */
+    uint64_t fdatasync_us;       /* summed time in fdatasync (and the directory fsync) */
+    uint64_t fdatasync_max_us;   /* the slowest single batch's sync */
+    uint64_t prealloc_fallbacks; /* preallocation steps that found no room and appended
+                                    instead: a warning, not an error (only fdatasync
+                                    costs more) */
+    uint64_t fdatasync_histogram[WAL_SYNC_BUCKETS];
+};
+
+/* Copies the counters into *out. */
+void wal_stats_get(const struct wal *w, struct wal_stats *out);
 
 /* Appends a record to the pending buffer (copies payload). index must be
  * wal_last_index()+1, or any index when the log is empty (the first record after a

@@ -511,9 +511,28 @@ class OpenApiConformanceTest(ServerTestCase):
         self.assertEqual(set(schema["required"]), set(schema["properties"]))
         self.assertEqual(self.checker.errors(r.body, schema), [])
         for name, value in r.body.items():
+            if name == "wal_fdatasync_histogram":
+                continue
             self.assertIsInstance(value, int, name)
             self.assertGreaterEqual(value, 0, name)
         self.assertGreaterEqual(r.body["nodes"], 2, r.body)   # / and /zookeeper
+
+    def test_stats_split_log_time_into_pwrite_and_fdatasync(self):
+        before = self.c.request("GET", "/v1/stats").body
+        for i in range(20):
+            self.assertEqual(self.c.create("/statsplit%d" % i, "x" * 100).status, 201)
+        st = self.c.request("GET", "/v1/stats").body
+        self.assertGreaterEqual(st["wal_batches"] - before["wal_batches"], 20, st)
+        self.assertGreater(st["wal_record_bytes"] - before["wal_record_bytes"], 20 * 100, st)
+        hist = st["wal_fdatasync_histogram"]
+        bounds = [b["le_us"] for b in hist]
+        self.assertEqual(bounds[-1], None)
+        self.assertEqual(bounds[:-1], sorted(bounds[:-1]))
+        # Every batch since start lands in exactly one bucket.
+        self.assertEqual(sum(b["count"] for b in hist), st["wal_batches"], st)
+        self.assertLessEqual(st["wal_fdatasync_max_us"], st["wal_fdatasync_us"])
+        self.assertLessEqual(st["wal_pwrite_us"] + st["wal_fdatasync_us"],
+                             st["wal_write_us"], st)
 
     def test_write_operations_document_no_space(self):
         ops = self.spec_operations()

@@ -233,6 +233,13 @@ static off_t file_size(const char *path)
     return st.st_size;
 }
 
+static uint64_t prealloc_fallbacks(const struct wal *w)
+{
+    struct wal_stats st;
+    wal_stats_get(w, &st);
+    return st.prealloc_fallbacks;
+}
+
 /* Logical end of a segment holding records first..last: header + their records. */
 static off_t records_end(uint64_t first, uint64_t last)
 {
@@ -623,7 +630,7 @@ static void test_wal_open__clean_zero_tail_not_cut(void **state)
     assert_int_equal(wal_sync_now(w), 0);
     assert_int_equal(count_fdatasync, 1);
     assert_int_equal(file_size(p), 1 << 20); /* overwritten, not grown */
-    assert_int_equal(wal_prealloc_fallbacks(w), 0);
+    assert_int_equal(prealloc_fallbacks(w), 0);
     assert_true(file_zero_from(p, records_end(1, 15)));
     assert_false(file_zero_from(p, records_end(1, 15) - 1));
     wal_close(w);
@@ -1010,14 +1017,14 @@ static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **st
     assert_int_equal(wal_batch_finish(w, b, 0), 0);
     assert_int_equal(count_fdatasync, 1);
     assert_int_equal(wal_durable_index(w), 10);
-    assert_int_equal(wal_prealloc_fallbacks(w), 1);
+    assert_int_equal(prealloc_fallbacks(w), 1);
     char p[1024];
     segment_path(f, 1, p, sizeof(p));
     assert_int_equal(file_size(p), records_end(1, 10));
     append_range(w, 11, 20, 1);
     assert_int_equal(wal_sync_now(w), 0);
     assert_int_equal(file_size(p), records_end(1, 20)); /* appending */
-    assert_int_equal(wal_prealloc_fallbacks(w), 2);
+    assert_int_equal(prealloc_fallbacks(w), 2);
     wal_close(w);
 
     /* Still no room after a restart: the segment appends. */
@@ -1034,7 +1041,7 @@ static void test_wal_batch_write__prealloc_enospc_falls_back_to_append(void **st
     w = wal_open_ok(f, 3 << 20, &rep);
     assert_int_equal(rep.last_index, 22);
     assert_string_equal(rep.cut_reason, "");
-    assert_int_equal(wal_prealloc_fallbacks(w), 0);
+    assert_int_equal(prealloc_fallbacks(w), 0);
     append_range(w, 23, 30, 1);
     assert_int_equal(wal_sync_now(w), 0);
     assert_int_equal(file_size(p), 1 << 20);
@@ -1320,12 +1327,47 @@ static void test_wal_batch_write__preallocates_in_steps(void **state)
     wal_close(w);
 }
 
+/* The statistics count each retired batch once: its record bytes, the preallocation
+ * zeros it wrote, and its fdatasync in exactly one histogram bucket. */
+static void test_wal_stats__count_each_retired_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct wal *w = wal_open_ok(f, 4 << 20, NULL);
+    append_range(w, 1, 10, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    append_range(w, 11, 12, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    append_range(w, 13, 40, 1);
+    assert_int_equal(wal_sync_now(w), 0);
+    struct wal_stats st;
+    wal_stats_get(w, &st);
+    assert_int_equal(st.batches, 3);
+    assert_int_equal(st.record_bytes, records_end(1, 40) - 16);
+    /* The new segment's first step (its header is written separately). */
+    assert_int_equal(st.zero_bytes, (1 << 20) - 16);
+    uint64_t counted = 0;
+    for (size_t i = 0; i < WAL_SYNC_BUCKETS; i++)
+        counted += st.fdatasync_histogram[i];
+    assert_int_equal(counted, 3);
+    assert_true(st.fdatasync_max_us <= st.fdatasync_us);
+    assert_int_equal(st.prealloc_fallbacks, 0);
+    wal_close(w);
+
+    /* Counters start again at open: they describe this process's batches. */
+    w = wal_open_ok(f, 4 << 20, NULL);
+    wal_stats_get(w, &st);
+    assert_int_equal(st.batches, 0);
+    assert_int_equal(st.record_bytes, 0);
+    wal_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_extend__known_vector),
         cmocka_unit_test(test_crc32c_extend__matches_bitwise_reference),
 #define T(name) cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+        T(test_wal_stats__count_each_retired_batch),
         T(test_wal_open__empty_dir),
         T(test_wal_open__creates_missing_dir),
         T(test_wal_sync_now__reopen_replays_all),
