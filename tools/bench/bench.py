@@ -209,6 +209,15 @@ class Corral(System):
                            f"corrald{i + 1}")
         self.wait_ready()
 
+    def wal_stats(self):
+        """The leader's /v1/stats (its log batches), or None."""
+        try:
+            st, body = http(f"http://127.0.0.1:{self.http_ports[self.leader]}", "GET", "/v1/stats",
+                            timeout=5)
+            return body if st == 200 else None
+        except (OSError, ValueError):
+            return None
+
     def wait_ready(self, timeout=120):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -440,6 +449,7 @@ def measure(sysm, wl, conc, seconds, rep, topo):
     mode = MODES[wl]
     waited = wait_quiet(CFG.get("quiet_wait", 0))
     cmd = driver_cmd(sysm, mode, conc, seconds)
+    wal0 = sysm.wal_stats() if hasattr(sysm, "wal_stats") else None
     srv0, cli0, busy0, fl0 = sysm.cpu(), children_cpu(), machine_busy(), disk_flushes()
     t0 = time.monotonic()
     rc, out, err = run_child(cmd, seconds + 120)
@@ -458,11 +468,37 @@ def measure(sysm, wl, conc, seconds, rep, topo):
            "foreign_cpu_pct": max(0.0, 100 * (busy - srv - cli) / el),
            "server_us_per_op": 1e6 * srv / (ops_s * el) if ops_s else 0,
            "flushes_per_s": fl / el, "pinned": PIN, "waited_for_quiet_s": round(waited, 1)}
+    if wal0 is not None:
+        rec.update(wal_batch_figures(wal0, sysm.wal_stats()))
     rec["limit"] = limit_of(rec)
     if not res:
         rec["stderr"] = err[-500:]
         log(f"  driver failed: {err.strip()[-300:]}")
     return rec
+
+
+def wal_batch_figures(before, after):
+    """corral's log batches during a run, from two /v1/stats: how many records each
+    fdatasync covered, the mean time in pwrite and in fdatasync, the mean cycle (queued to
+    done, hand-offs between threads included) and the fdatasync p99 bucket bound. They
+    tell whether a write run waited on the disk or on the server."""
+    if not after or after.get("wal_batches", 0) <= before.get("wal_batches", 0):
+        return {}
+    d = {k: after[k] - before[k] for k in ("wal_batches", "wal_records", "wal_pwrite_us",
+                                            "wal_fdatasync_us", "wal_sync_us")}
+    b = d["wal_batches"]
+    counts = [a["count"] - p["count"] for a, p in zip(after["wal_fdatasync_histogram"],
+                                                     before["wal_fdatasync_histogram"])]
+    bounds = [h["le_us"] for h in after["wal_fdatasync_histogram"]]
+    seen, p99 = 0, None
+    for c, le in zip(counts, bounds):
+        seen += c
+        if seen >= 0.99 * b:
+            p99 = le
+            break
+    return {"wal_batches": b, "wal_records_per_batch": d["wal_records"] / b,
+            "wal_pwrite_us": d["wal_pwrite_us"] / b, "wal_fdatasync_us": d["wal_fdatasync_us"] / b,
+            "wal_cycle_us": d["wal_sync_us"] / b, "wal_fdatasync_p99_le_us": p99}
 
 
 def limit_of(r):

@@ -70,6 +70,31 @@ def table(runs, topo, wl, conc, name=None):
     return lines + [""], sums
 
 
+def wal_table(runs):
+    """corral's own account of its log batches in each write run (/v1/stats before and
+    after): the disk's share (pwrite, fdatasync) against the whole cycle, queued to done."""
+    keys = sorted({(r["topology"], r["workload"], r["concurrency"]) for r in runs
+                   if r["system"] == "corral" and r.get("wal_batches")},
+                  key=lambda k: (k[0] != "standalone", k[1], k[2]))
+    if not keys:
+        return []
+    lines = ["### corral's log batches in the write runs (medians; from /v1/stats)", "",
+             "| topology | workload | clients | records per fdatasync | pwrite µs | fdatasync µs "
+             "| fdatasync p99 under µs | cycle µs (queued to done) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for topo, wl, conc in keys:
+        rs = [r for r in runs if r["system"] == "corral" and r["topology"] == topo
+              and r["workload"] == wl and r["concurrency"] == conc and r.get("wal_batches")]
+        p99 = [r["wal_fdatasync_p99_le_us"] for r in rs if r.get("wal_fdatasync_p99_le_us")]
+        p99_cell = f"{med(p99):,.0f}" if p99 else "> 128,000"
+        lines.append(f"| {topo} | {wl} | {conc} | {med([r['wal_records_per_batch'] for r in rs]):.1f} | "
+                     f"{med([r['wal_pwrite_us'] for r in rs]):.0f} | "
+                     f"{med([r['wal_fdatasync_us'] for r in rs]):.0f} | {p99_cell} | "
+                     f"{med([r['wal_cycle_us'] for r in rs]):.0f} |")
+    return lines + ["", "The cycle minus pwrite and fdatasync is the hand-off between the loop "
+                    "and the log's worker thread, and the wait for the loop to take the answer.", ""]
+
+
 def verdict(ok):
     return "**yes**" if ok else "**NO**"
 
@@ -113,6 +138,8 @@ def write(raw, outdir):
         for way, r in fs.items():
             md.append(f"| {way} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['per_s']:,.0f} |")
         md.append("")
+
+    md += wal_table(runs)
 
     # concurrency sweep + plot data
     concs = sorted({r["concurrency"] for r in runs if r["topology"] == "standalone"})
