@@ -117,12 +117,12 @@ struct wal {
     struct wal_batch *in_flight[WAL_MAX_IN_FLIGHT];
     size_t in_flight_count;
     size_t max_in_flight;
-    uint64_t taken_end;          /* active segment: where the next batch goes while some
-                                    are in flight (the end of the newest one) */
-    bool failed;                 /* a batch failed: the log refuses further batches */
-    struct wal_stats stats;      /* of retired batches */
-    uint64_t zero_end;           /* active segment: its file size; zero from the logical
-                                    end (and from taken_end) to here */
+    uint64_t taken_end;     /* active segment: where the next batch goes while some
+                               are in flight (the end of the newest one) */
+    bool failed;            /* a batch failed: the log refuses further batches */
+    struct wal_stats stats; /* of retired batches */
+    uint64_t zero_end;      /* active segment: its file size; zero from the logical
+                               end (and from taken_end) to here */
 };
 
 struct wal_batch {
