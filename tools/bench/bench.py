@@ -6,7 +6,8 @@ Run through tools/bench/run.sh, which installs the packages and builds everythin
   tools/bench/run.sh [--quick] [--only W1,W2,...] [--systems corral,etcd,zk]
 
 What it does, in order (each step can be chosen with --only):
-  fsync  the disk's floor: 100-byte write + fdatasync (tools/bench/fsyncfloor.c)
+  fsync  the disk's floor: 100-byte write + fdatasync (tools/bench/fsyncfloor.c), back to back
+         and paced like one client's writes, on the servers' CPU
   W1-W5  the three systems standalone, all three running at once, idle ones costing
          nothing; every run is repeated, and the systems take turns (A B C, B C A, ...)
   C      3-member clusters, one system at a time, fresh cluster per pass, passes rotated
@@ -585,7 +586,9 @@ def cluster_phase(cfg, results):
 
 
 def fsync_phase(cfg, out):
-    p = subprocess.run([os.path.join(BUILD, "fsyncfloor"), ARGS.work_dir, str(cfg["fsync_n"])],
+    # On the servers' CPU: on this VM the disk's interrupts go to CPU 1, and a sync that
+    # completes on the other core costs a cross-CPU wake-up, as it does for the servers.
+    p = subprocess.run(pinned([os.path.join(BUILD, "fsyncfloor"), ARGS.work_dir, str(cfg["fsync_n"])], 0),
                        capture_output=True, text=True, check=True)
     floors = {}
     for line in p.stdout.splitlines():
