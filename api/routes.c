@@ -1028,20 +1028,17 @@ static void routes_stats(struct api_request *r)
         (json_int_t)st.history_bytes, "history_covered_from", (json_int_t)st.history_covered_from,
         "log_first_zxid", (json_int_t)st.log_first_zxid, "wal_prealloc_fallbacks",
         (json_int_t)st.wal.prealloc_fallbacks);
-    if (o)
-        json_object_update_new(o, json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "wal_record_bytes",
-                                            (json_int_t)st.wal.record_bytes, "wal_zero_bytes",
-                                            (json_int_t)st.wal.zero_bytes, "wal_pwrite_us",
-                                            (json_int_t)st.wal.pwrite_us, "wal_fdatasync_us",
-                                            (json_int_t)st.wal.fdatasync_us, "wal_fdatasync_max_us",
-                                            (json_int_t)st.wal.fdatasync_max_us,
-                                            "wal_fdatasync_histogram", histogram));
-    else
-        json_decref(histogram);
     if (!o) {
+        json_decref(histogram);
         api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
         return;
     }
+    json_object_update_new(
+        o, json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "wal_record_bytes",
+                     (json_int_t)st.wal.record_bytes, "wal_zero_bytes",
+                     (json_int_t)st.wal.zero_bytes, "wal_pwrite_us", (json_int_t)st.wal.pwrite_us,
+                     "wal_fdatasync_us", (json_int_t)st.wal.fdatasync_us, "wal_fdatasync_max_us",
+                     (json_int_t)st.wal.fdatasync_max_us, "wal_fdatasync_histogram", histogram));
     api_request_respond(r, 200, o);
 }
 
