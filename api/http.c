@@ -192,24 +192,9 @@ static void http_request_resume(struct api_request *r)
     http_mhd_kick_later(s);
 }
 
-void api_request_respond(struct api_request *r, unsigned status, json_t *body)
-{
-    if (body == NULL) { /* no body (204, HEAD) */
-        if (r->response_queued)
-            return;
-        free(r->response_body);
-        r->response_body = NULL;
-        r->response_length = 0;
-        r->status = status;
-        r->has_response = true;
-        return;
-    }
-    char *text = r->response_queued ? NULL : json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    api_request_respond_text(r, status, text, text != NULL ? strlen(text) : 0);
-}
-
-void api_request_respond_text(struct api_request *r, unsigned status, char *body, size_t length)
+/* Replaces the stored response (body: malloc'd text, taken over, or NULL for none).
+ * Ignored, and body freed, once a response has been queued. */
+static void http_response_store(struct api_request *r, unsigned status, char *body, size_t length)
 {
     if (r->response_queued) {
         free(body);
@@ -220,14 +205,30 @@ void api_request_respond_text(struct api_request *r, unsigned status, char *body
     r->has_response = true;
     r->response_body = body;
     r->response_length = length;
+}
+
+void api_request_respond(struct api_request *r, unsigned status, json_t *body)
+{
+    if (body == NULL) { /* no body (204, HEAD) */
+        http_response_store(r, status, NULL, 0);
+        return;
+    }
+    char *text = r->response_queued ? NULL : json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    api_request_respond_text(r, status, text, text != NULL ? strlen(text) : 0);
+}
+
+void api_request_respond_text(struct api_request *r, unsigned status, char *body, size_t length)
+{
     if (body == NULL) {
         /* Out of memory while rendering: answer 500 with a static body. */
         static const char oom[] = "{\"error\":{\"code\":\"NO_MEMORY\",\"message\":\"out of "
                                   "memory\"}}";
-        r->status = 500;
-        r->response_body = strdup(oom);
-        r->response_length = r->response_body != NULL ? strlen(r->response_body) : 0;
+        status = 500;
+        body = strdup(oom);
+        length = body != NULL ? strlen(body) : 0;
     }
+    http_response_store(r, status, body, length);
 }
 
 void api_request_respond_error(struct api_request *r, int code, const char *message,

@@ -1506,7 +1506,7 @@ void engine_shutdown_begin(struct engine *e)
 
 bool engine_idle(const struct engine *e)
 {
-    return e->wal_batches_in_flight == 0 && !e->snapshot_in_flight && e->inflight_head == NULL;
+    return wal_in_flight_count(e->wal) == 0 && !e->snapshot_in_flight && e->inflight_head == NULL;
 }
 
 void engine_close(struct engine *e)
@@ -1620,10 +1620,7 @@ void engine_stats_get(const struct engine *e, struct engine_stats *out)
     out->nodes = tree_node_count(e->tree);
     out->sessions = e->sessions.count;
     out->data_bytes = tree_data_bytes(e->tree);
-    out->wal_batches = e->wal_batches;
     out->wal_records = e->wal_records;
-    out->wal_sync_us = e->wal_sync_us;
-    out->wal_write_us = e->wal_write_us;
     wal_stats_get(e->wal, &out->wal);
     out->snapshots_written = e->snapshots_written;
     out->last_snapshot_zxid = e->last_snapshot_index;

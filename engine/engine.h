@@ -342,11 +342,8 @@ struct engine_stats {
     uint64_t nodes;
     uint64_t sessions;
     uint64_t data_bytes;
-    uint64_t wal_batches;
     uint64_t wal_records;
-    uint64_t wal_sync_us;  /* summed time of WAL batches (write + fdatasync + handoffs) */
-    uint64_t wal_write_us; /* of which in pwrite + fdatasync on the worker thread */
-    struct wal_stats wal;  /* the log's own split: pwrite, fdatasync, bytes */
+    struct wal_stats wal; /* the log's batches: count, cycle, pwrite, fdatasync, bytes */
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
     uint64_t writes_in_flight;

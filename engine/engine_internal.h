@@ -142,7 +142,6 @@ struct engine {
     struct inflight *inflight_tail;
     uint64_t inflight_count;
 
-    uint32_t wal_batches_in_flight; /* WAL batches on worker threads */
     bool snapshot_in_flight;
     int snapshot_pid;                        /* child writing a snapshot, 0 = none */
     struct snapshot_job *snapshot_child_job; /* its job, finished by engine_tick */
@@ -150,10 +149,7 @@ struct engine {
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
     uint64_t snapshots_written;
-    uint64_t wal_batches;
     uint64_t wal_records;
-    uint64_t wal_sync_us;  /* summed time of WAL batches, queue to completion */
-    uint64_t wal_write_us; /* of which in pwrite + fdatasync */
 
     bool disk_low; /* free space under min_free_disk_bytes */
     uint64_t next_disk_check_ms;

@@ -43,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine_internal.h"
 #include "hardstate.h"
@@ -113,15 +112,6 @@ struct forward_origin {
 
 static void replication_update_process(struct engine *e, const struct raft_update *u);
 
-/* Microseconds on the monotonic clock, for statistics only (decisions use the host's
- * clock, which tests simulate). */
-static uint64_t engine_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static uint32_t replication_random(void *arg)
 {
     struct engine *e = arg;
@@ -161,20 +151,17 @@ static int replication_step(struct engine *e, const struct raft_event *ev)
 
 /* ---- the log ---- */
 
+/* A batch on a worker thread; its timing is the log's own (wal_stats). */
 struct wal_job {
     struct engine *engine;
     struct wal_batch *batch;
-    uint64_t started_us; /* monotonic, for the sync-time statistics */
-    uint64_t write_us;   /* of which pwrite + fdatasync on the worker */
     int result;
 };
 
 static void wal_job_work(void *arg)
 {
     struct wal_job *job = arg;
-    uint64_t started = engine_now_us();
     job->result = wal_batch_write(job->batch);
-    job->write_us = engine_now_us() - started;
 }
 
 static void deferred_run(struct engine *e);
@@ -187,18 +174,14 @@ static void wal_job_done(void *arg)
     struct engine *e = job->engine;
     int write_result = job->result;
     uint64_t durable_before = wal_durable_index(e->wal);
-    e->wal_sync_us += engine_now_us() - job->started_us;
-    e->wal_write_us += job->write_us;
     int rc = wal_batch_finish(e->wal, job->batch, write_result);
     free(job);
-    e->wal_batches_in_flight--;
     if (rc != 0) {
         char what[160];
         snprintf(what, sizeof what, "WAL write or fdatasync failed: %s",
                  strerror(write_result < 0 ? -write_result : EIO));
         engine_fatal(e, what);
     }
-    e->wal_batches++;
     if (wal_durable_index(e->wal) != durable_before) {
         struct raft_event ev = {.type = RAFT_EVENT_PERSISTED,
                                 .now_ms = engine_now(e),
@@ -233,8 +216,6 @@ void replication_wal_kick(struct engine *e)
     job->engine = e;
     job->batch = batch;
     job->result = 0;
-    job->started_us = engine_now_us();
-    e->wal_batches_in_flight++;
     if (e->host.run_blocking(e->host.data, wal_job_work, wal_job_done, job) != 0)
         engine_fatal(e, "cannot queue the WAL batch on a worker thread");
 }
@@ -284,7 +265,7 @@ static void log_change(struct engine *e, uint64_t truncate_after, uint64_t first
 
 static void deferred_run(struct engine *e)
 {
-    while (e->deferred_head && e->wal_batches_in_flight == 0) {
+    while (e->deferred_head && wal_in_flight_count(e->wal) == 0) {
         struct deferred_log *d = e->deferred_head;
         e->deferred_head = d->next;
         if (!e->deferred_head)
@@ -312,7 +293,7 @@ static void update_log(struct engine *e, const struct raft_update *u)
     if (u->truncate_after == UINT64_MAX && u->entry_count == 0)
         return;
     bool must_wait = e->deferred_head != NULL ||
-                     (u->truncate_after != UINT64_MAX && e->wal_batches_in_flight > 0);
+                     (u->truncate_after != UINT64_MAX && wal_in_flight_count(e->wal) > 0);
     if (!must_wait) {
         log_change(e, u->truncate_after, u->first_index, u->entry_count, u->entries);
         return;
@@ -427,7 +408,7 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
                     e->install_index);
         return;
     }
-    if (e->wal_batches_in_flight > 0 || e->deferred_head) {
+    if (wal_in_flight_count(e->wal) > 0 || e->deferred_head) {
         engine_logf(e, 1,
                     "snapshot at %" PRIu64 " arrived during a log write; the leader "
                     "will send it again",

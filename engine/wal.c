@@ -142,7 +142,11 @@ struct wal_batch {
     char new_name[WAL_NAME_SIZE];
     int new_fd;           /* created by wal_batch_write; owned by the batch until finish */
     bool prealloc_failed; /* set by wal_batch_write: no room, the segment appends */
-    uint64_t pwrite_us;   /* set by wal_batch_write, for wal_stats */
+    /* For wal_stats: taken_us and finished_us on the loop thread (take, finish), the
+     * other two by wal_batch_write. Monotonic microseconds. */
+    uint64_t taken_us;
+    uint64_t finished_us;
+    uint64_t pwrite_us;
     uint64_t fdatasync_us;
 };
 
@@ -767,6 +771,11 @@ uint64_t wal_durable_term(const struct wal *w)
     return w->durable_term;
 }
 
+size_t wal_in_flight_count(const struct wal *w)
+{
+    return w->in_flight_count;
+}
+
 void wal_stats_get(const struct wal *w, struct wal_stats *out)
 {
     *out = w->stats;
@@ -783,6 +792,7 @@ static uint64_t wal_clock_us(void)
 static void wal_stats_count(struct wal_stats *st, const struct wal_batch *b)
 {
     st->batches++;
+    st->cycle_us += b->finished_us - b->taken_us;
     st->record_bytes += b->records.len;
     if (b->zero_to != 0 && !b->prealloc_failed)
         st->zero_bytes += b->zero_to - b->zero_from;
@@ -854,6 +864,7 @@ int wal_batch_take(struct wal *w, struct wal_batch **out)
     w->pending_first = w->pending_last = w->pending_last_term = 0;
     b->dir_fd = w->dir_fd;
     b->new_fd = -1;
+    b->taken_us = wal_clock_us();
     uint64_t step = w->segment_bytes < WAL_PREALLOC_STEP ? w->segment_bytes : WAL_PREALLOC_STEP;
     uint64_t zero_end = w->zero_end;
     if (roll) {
@@ -961,6 +972,7 @@ int wal_batch_finish(struct wal *w, struct wal_batch *b, int write_result)
     if (!b || at == w->in_flight_count || b->done)
         return CORRAL_E_BAD_ARGUMENTS;
     b->done = true;
+    b->finished_us = wal_clock_us();
     if (write_result != 0) {
         /* No retry: after a failed fdatasync the kernel may have dropped the pages, so
          * what is on disk is unknown. The log refuses further batches. */

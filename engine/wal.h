@@ -98,6 +98,8 @@ uint64_t wal_durable_index(const struct wal *w);
 /* Term of the record at wal_durable_index, as set by the last batch that advanced it;
  * 0 when no batch has finished since wal_open or wal_truncate_after. */
 uint64_t wal_durable_term(const struct wal *w);
+/* Batches taken and not yet retired (0: no worker owns one, the log may be truncated). */
+size_t wal_in_flight_count(const struct wal *w);
 
 /* Buckets of the fdatasync histogram: bucket i counts syncs that took less than
  * (WAL_SYNC_BUCKET_FIRST_US << i) microseconds and at least the previous bound; the
@@ -108,9 +110,11 @@ uint64_t wal_durable_term(const struct wal *w);
 /* What the log's batches cost since open, counted when a batch retires (a failed batch
  * is not counted). They tell whether a slow commit is this process or the disk: the
  * time in pwrite (records and preallocation zeros) and in fdatasync, per batch, against
- * the bytes each batch wrote. */
+ * the bytes each batch wrote and the whole cycle. */
 struct wal_stats {
     uint64_t batches;
+    uint64_t cycle_us;           /* summed time from wal_batch_take to wal_batch_finish:
+                                    pwrite + fdatasync + the hand-offs between threads */
     uint64_t record_bytes;       /* record bytes written (headers included) */
     uint64_t zero_bytes;         /* preallocation zeros written ahead of the records */
     uint64_t pwrite_us;          /* summed time in pwrite, zeros included */
