@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 packages=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libuv1-dev
-          libnanomsg-dev libcmocka-dev python3 python3-yaml curl iproute2
+          libnanomsg-dev libjemalloc-dev libcmocka-dev python3 python3-yaml curl iproute2
           clang-format)
 missing=()
 for p in "${packages[@]}"; do

@@ -18,6 +18,7 @@ command -v gnuplot >/dev/null || need="$need gnuplot-nox"
 command -v taskset >/dev/null || need="$need util-linux"
 [ -f /usr/include/zookeeper/zookeeper.h ] || need="$need libzookeeper-mt-dev"
 [ -f /usr/lib/x86_64-linux-gnu/libzookeeper_st.so.2 ] || need="$need libzookeeper-st2"
+[ -f /usr/include/jemalloc/jemalloc.h ] || need="$need libjemalloc-dev"
 command -v cmake >/dev/null || need="$need cmake"
 if [ -n "$need" ]; then
     echo "installing:$need"
