@@ -231,6 +231,13 @@ void engine_waiters_run(struct engine *e)
 {
     if (e->defer_wakes > 0)
         return; /* inside a wait call: its caller has not parked yet */
+    /* Woken watchers must not overtake the writers whose answers were just queued:
+     * once host.wake_soon was asked, every wake waits for it (engine_waiters_flush).
+     * Other paths call here too (an update that commits nothing, a forwarded write's
+     * answer); under load one came between an apply and its wake, and 2,000 watchers
+     * heard of a change before its writer did (tests/e2e/test_watch_fanout.py). */
+    if (e->wake_soon_pending)
+        return;
     for (struct engine_waiter *w = e->zxid_waiters; w;) {
         struct engine_waiter *next = w->next;
         if (w->zxid <= e->applied_index)
@@ -256,7 +263,7 @@ void engine_waiters_wake_all(struct engine *e)
         while (e->waiters->buckets[i])
             wake_queue(e, e->waiters->buckets[i]->head);
     }
-    engine_waiters_run(e);
+    engine_waiters_flush(e); /* now, even with a wake_soon on the way */
 }
 
 void engine_waiter_cancel(struct engine *e, struct engine_waiter *w)
