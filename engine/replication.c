@@ -431,6 +431,7 @@ static void snapshot_receive(struct engine *e, const uint8_t *data, size_t lengt
     e->applied_index = e->last_snapshot_index = index;
     e->applied_term = term;
     e->log_bytes_since_snapshot = 0;
+    e->last_snapshot_bytes = r.length - r.offset;
     engine_logf(e, 1, "installed the leader's snapshot at zxid %" PRIu64, index);
     e->install_index = e->install_term = 0;
     struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED,

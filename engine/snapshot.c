@@ -262,6 +262,17 @@ out:
     return rv;
 }
 
+int snapshot_body_length(const char *dir, uint64_t zxid, uint64_t *length)
+{
+    char path[4096];
+    struct stat st;
+    if (snapshot_path(path, sizeof(path), dir, zxid, "") != 0 || stat(path, &st) != 0 ||
+        st.st_size < SNAPSHOT_HEADER_SIZE)
+        return CORRAL_E_IO;
+    *length = (uint64_t)st.st_size - SNAPSHOT_HEADER_SIZE;
+    return 0;
+}
+
 int64_t snapshot_prune(const char *dir, uint32_t keep)
 {
     struct snapshot_file *files = NULL;

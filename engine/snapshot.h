@@ -47,6 +47,11 @@ int snapshot_list(const char *dir, struct snapshot_file **out, size_t *count);
  * CORRAL_E_CORRUPT (bad magic, version, length or checksum). */
 int snapshot_read(const char *path, uint64_t *zxid, uint64_t *term, uint8_t **body, size_t *length);
 
+/* The body length of the snapshot of dir at zxid, from its file's size (a snapshot
+ * written by another process, whose body the caller never saw). Returns 0 or
+ * CORRAL_E_IO. */
+int snapshot_body_length(const char *dir, uint64_t zxid, uint64_t *length);
+
 /* Deletes all but the newest `keep` snapshots (and leftover .tmp files). Returns the
  * zxid of the oldest snapshot kept (0 if none), or a negative CORRAL_E_IO. */
 int64_t snapshot_prune(const char *dir, uint32_t keep);

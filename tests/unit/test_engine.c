@@ -397,6 +397,52 @@ static void test_engine_open__recovers_from_snapshot_and_log(void **state)
     assert_int_equal(n->child_count, 34);
 }
 
+/* On a tree whose snapshot is bigger than snapshot_log_bytes, the next snapshot waits
+ * for half an image of log, however many txns come (engine_snapshot_due). */
+static void test_engine_snapshot__big_tree_waits_for_half_an_image_of_log(void **state)
+{
+    struct engine *e = *state;
+    close_engine(e);
+    struct engine_options options = {
+        .data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10, .snapshot_log_bytes = 2000};
+    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
+    *state = e;
+    run_jobs();
+    char value[301];
+    memset(value, 'v', 300);
+    value[300] = 0;
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/big", NULL, 0), &o), 0);
+    run_jobs();
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(submit(e, 0, op_create("/big/n-", value, ENGINE_CREATE_SEQUENTIAL), &o),
+                         0);
+        run_jobs();
+    }
+    /* Small txns from here. The first snapshot after the big creates holds them (an
+     * image of more than 3,000 bytes, over snapshot_log_bytes); from it, count the
+     * small txns until the next. Without the rule it would come after 10 (by count). */
+    struct engine_stats stats;
+    engine_stats_get(e, &stats);
+    assert_true(stats.snapshots_written >= 1);
+    uint64_t written = stats.snapshots_written;
+    int small = 0;
+    for (int round = 0; round < 2; round++) {
+        small = 0;
+        while (stats.snapshots_written == written && small < 500) {
+            assert_int_equal(submit(e, 0, op_create("/big/t-", NULL, ENGINE_CREATE_SEQUENTIAL), &o),
+                             0);
+            run_jobs();
+            small++;
+            engine_stats_get(e, &stats);
+        }
+        assert_int_equal(stats.snapshots_written, written + 1);
+        written = stats.snapshots_written;
+    }
+    assert_true(small > 10);  /* held back past snapshot_every */
+    assert_true(small < 500); /* but it does come, once the log is there */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +459,7 @@ int main(void)
         T(test_engine_tick__reaps_containers_and_ttl_nodes),
         T(test_engine_open__recovers_acknowledged_state),
         T(test_engine_open__recovers_from_snapshot_and_log),
+        T(test_engine_snapshot__big_tree_waits_for_half_an_image_of_log),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
