@@ -120,30 +120,6 @@ static void http_mhd_kick_later(struct api_server *s)
     }
 }
 
-/* A resumed connection takes MHD more than one run to answer: the run that resumes
- * it queues the stored answer, and a later one (MHD_get_timeout says 0) sends it. The
- * watchers of a change are woken from a zero-delay timer started after the writers'
- * kick; but when the kick's run left the writer's answer for the next run, that run
- * came after the wake, and MHD then sent 2,000 watchers' answers before the writer's
- * (seen under CPU contention: tests/e2e/test_watch_fanout.py). So the wake first runs
- * MHD here until it has nothing ready; a few runs suffice, the bound keeps a flood of
- * new requests from holding the wake back. */
-void api_server_send_pending(struct api_server *s)
-{
-    if (s->mhd == NULL)
-        return;
-    if (s->kick_pending) {
-        uv_timer_stop(&s->kick_timer);
-        s->kick_pending = false;
-    }
-    for (int run = 0; run < 4; run++) {
-        http_mhd_run(s);
-        MHD_UNSIGNED_LONG_LONG timeout;
-        if (MHD_get_timeout(s->mhd, &timeout) != MHD_YES || timeout != 0)
-            break;
-    }
-}
-
 /* ---- requests ---- */
 
 /* The uv handles of a parked long-poll. Allocated by api_request_park, freed after

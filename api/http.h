@@ -103,11 +103,6 @@ int api_server_start(const struct api_server_options *options, struct api_server
  * (MHD_quiesce_daemon). Open connections keep being served. */
 void api_server_shutdown_begin(struct api_server *s);
 
-/* Sends the answers queued so far (resumed connections) now, before the caller goes
- * on. Not from inside an MHD callback. corrald calls it before it wakes the watchers of
- * a change, so that the writer hears first (see api_server_send_pending in http.c). */
-void api_server_send_pending(struct api_server *s);
-
 /* True when no request waits for an engine callback. */
 bool api_server_idle(const struct api_server *s);
 

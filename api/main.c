@@ -215,8 +215,6 @@ static void corrald_on_tick(uv_timer_t *t)
 static void corrald_on_wake(uv_timer_t *t)
 {
     struct corrald *d = t->data;
-    if (d->server != NULL)
-        api_server_send_pending(d->server);
     if (d->engine != NULL)
         engine_waiters_flush(d->engine);
 }

@@ -1127,12 +1127,14 @@ struct snapshot_job {
     int result;
     int64_t oldest_kept;
     uint64_t started_ms;
+    uint64_t length; /* of the written body: body.length, or the child's file's */
 };
 
 static void snapshot_job_work(void *arg)
 {
     struct snapshot_job *job = arg;
     job->result = snapshot_write(job->dir, job->zxid, job->term, job->body.data, job->body.length);
+    job->length = job->body.length;
     job->oldest_kept = job->result == 0 ? snapshot_prune(job->dir, job->keep) : 0;
 }
 
@@ -1147,13 +1149,10 @@ static void snapshot_job_done(void *arg)
     } else {
         e->snapshots_written++;
         e->last_snapshot_index = job->zxid;
-        uint64_t length = job->body.length;
-        if (length == 0 && snapshot_body_length(job->dir, job->zxid, &length) != 0)
-            length = 0; /* unknown: the next snapshot is not held back */
-        e->last_snapshot_bytes = length;
+        e->last_snapshot_bytes = job->length;
         replication_snapshot_taken(e, job->zxid, job->term);
         engine_logf(e, 1, "snapshot at zxid %" PRIu64 ": %" PRIu64 " bytes in %" PRIu64 " ms",
-                    job->zxid, length, engine_now(e) - job->started_ms);
+                    job->zxid, job->length, engine_now(e) - job->started_ms);
         /* Keep the log back to the oldest snapshot kept, so that falling back to it
          * (when a newer one is found corrupt) still finds every txn after it. */
         if (job->oldest_kept > 0 && wal_drop_before(e->wal, (uint64_t)job->oldest_kept + 1) != 0)
@@ -1284,6 +1283,10 @@ static void engine_snapshot_reap(struct engine *e)
     bool ok = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     job->result = ok ? 0 : CORRAL_E_IO;
     job->oldest_kept = ok ? snapshot_prune(job->dir, job->keep) : 0;
+    /* The child's body never reached this process: its size is the file's. Unknown
+     * (0), the next snapshot is simply not held back (engine_snapshot_due). */
+    if (ok && snapshot_body_length(job->dir, job->zxid, &job->length) != 0)
+        job->length = 0;
     snapshot_job_done(job);
 }
 
