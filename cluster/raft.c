@@ -77,6 +77,9 @@ struct raft {
     uint64_t graveyard_cap;
 
     uint64_t persisted_index; /* the host's log is durable up to here (PERSISTED) */
+    /* Leader with config.appends_on_flush: the first entry proposed since the last
+     * FLUSH, not yet sent to the followers that were caught up before it (0 = none). */
+    uint64_t flush_from;
     uint64_t commit_index;
 
     enum cluster_role role;
@@ -346,6 +349,7 @@ static void raft_become_leader(struct raft *r)
         p->snapshot_pending = false;
     }
     r->quorum_check_ms = r->now_ms + r->config.election_timeout_ms;
+    r->flush_from = 0;
     if (raft_log_append(r, r->term, NULL, 0) != CLUSTER_OK)
         r->no_memory = true;
     raft_broadcast_append(r);
@@ -955,12 +959,34 @@ static int raft_propose(struct raft *r, const struct raft_event *ev, uint64_t *p
         return rc;
     if (proposed_index)
         *proposed_index = raft_log_last(r);
+    if (r->config.appends_on_flush) {
+        if (r->flush_from == 0)
+            r->flush_from = raft_log_last(r);
+        return CLUSTER_OK;
+    }
     for (uint32_t i = 0; i < r->peer_count; i++) {
         struct raft_peer *p = &r->peers[i];
         if (p->next_index == raft_log_last(r) && !raft_snapshot_busy(r, p))
             raft_send_append(r, p); /* pipelined: only to peers that are caught up */
     }
     return CLUSTER_OK;
+}
+
+/* The proposals since the last flush, in one APPEND to each follower that had been sent
+ * everything before them: the same peers that PROPOSE would have sent each entry to. A
+ * follower that was sent them meanwhile (an answer or a heartbeat did) has moved past
+ * flush_from and is skipped; one behind it is served by its answers, as before. */
+static void raft_flush(struct raft *r)
+{
+    uint64_t from = r->flush_from;
+    r->flush_from = 0;
+    if (r->role != CLUSTER_ROLE_LEADER || from == 0 || from > raft_log_last(r))
+        return;
+    for (uint32_t i = 0; i < r->peer_count; i++) {
+        struct raft_peer *p = &r->peers[i];
+        if (p->next_index == from && !raft_snapshot_busy(r, p))
+            raft_send_append(r, p);
+    }
 }
 
 static int raft_transfer(struct raft *r, uint64_t to)
@@ -1064,6 +1090,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *u
         break;
     case RAFT_EVENT_TRANSFER:
         rc = raft_transfer(r, ev->transfer_to);
+        break;
+    case RAFT_EVENT_FLUSH:
+        raft_flush(r);
         break;
     default:
         rc = CLUSTER_E_INVALID;

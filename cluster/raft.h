@@ -111,6 +111,12 @@ struct raft_config {
     bool pre_vote;
     uint32_t max_entries_per_message; /* batching bound for APPEND; 0 = 1024 */
     uint32_t max_bytes_per_message;   /* and in bytes; 0 = 1 MiB */
+    /* false: each PROPOSE sends its entry at once to the followers that are caught up.
+     * true: it waits for RAFT_EVENT_FLUSH, which sends all entries proposed since the
+     * last flush in one APPEND per follower. A host that gathers the proposals of one
+     * loop turn into one log write sets it and steps FLUSH at the end of the turn; the
+     * followers then get one message and one sync per turn instead of one each. */
+    bool appends_on_flush;
     /* The only source of randomness: returns a uniformly random 32-bit value. */
     uint32_t (*random)(void *arg);
     void *random_arg;
@@ -144,6 +150,8 @@ enum raft_event_type {
     RAFT_EVENT_READ_INDEX = 7,         /* a linearizable read wants a read index; the
                                           answer comes in an update (read_states) */
     RAFT_EVENT_TRANSFER = 8,           /* leader: hand leadership to transfer_to */
+    RAFT_EVENT_FLUSH = 9,              /* leader, with config.appends_on_flush: send the
+                                          entries proposed since the last FLUSH */
 };
 
 struct raft_event {

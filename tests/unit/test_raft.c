@@ -37,6 +37,7 @@ struct t_cluster {
     struct t_msg *q;
     uint32_t qn;
     uint64_t rnd;
+    bool appends_on_flush; /* config of every member (set before t_init_with) */
 };
 
 static uint32_t t_random(void *arg)
@@ -56,13 +57,15 @@ static void t_config(struct t_cluster *c, uint32_t i, struct raft_config *cfg)
     cfg->heartbeat_ms = HB;
     cfg->election_timeout_ms = ET;
     cfg->pre_vote = true;
+    cfg->appends_on_flush = c->appends_on_flush;
     cfg->random = t_random;
     cfg->random_arg = &c->rnd;
 }
 
-static void t_init(struct t_cluster *c, uint32_t n)
+static void t_init_with(struct t_cluster *c, uint32_t n, bool appends_on_flush)
 {
     memset(c, 0, sizeof *c);
+    c->appends_on_flush = appends_on_flush;
     c->n = n;
     c->rnd = 42;
     c->q = calloc(T_QUEUE, sizeof *c->q);
@@ -75,6 +78,11 @@ static void t_init(struct t_cluster *c, uint32_t n)
         assert_non_null(c->r[i]);
         c->auto_persist[i] = true;
     }
+}
+
+static void t_init(struct t_cluster *c, uint32_t n)
+{
+    t_init_with(c, n, false);
 }
 
 static void t_free(struct t_cluster *c)
@@ -234,6 +242,47 @@ static void test_raft_step__replicates_and_commits(void **state)
         assert_int_equal(e->length, 1);
         assert_int_equal(e->data[0], 5);
     }
+    t_free(&c);
+}
+
+/* With appends_on_flush, proposals wait for FLUSH, which sends them all in one APPEND
+ * per follower (the host's one log write per loop turn, mirrored on the followers). */
+static void test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_append(void **state)
+{
+    struct t_cluster c;
+    t_init_with(&c, 3, true);
+    t_elect(&c, 0); /* the new leader's no-op still goes out at once */
+    assert_int_equal(raft_commit_index(c.r[0]), 1);
+    for (uint8_t v = 1; v <= 3; v++) {
+        t_propose(&c, 0, v, CLUSTER_OK);
+        assert_int_equal(c.u[0].message_count, 0);
+    }
+    assert_int_equal(c.qn, 0);
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[0].message_count, 2);
+    for (uint32_t k = 0; k < 2; k++) {
+        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
+        assert_int_equal(c.q[k].m.log_index, 1);
+        assert_int_equal(c.q[k].m.entry_count, 3);
+    }
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 4);
+    /* Nothing proposed since: a FLUSH sends nothing, and on a follower it is a no-op. */
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[0].message_count, 0);
+    assert_int_equal(t_step(&c, 1, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[1].message_count, 0);
+    /* A host that never flushes still replicates: the heartbeat carries the entries,
+     * and the FLUSH that comes late skips the followers that already have them. */
+    t_propose(&c, 0, 9, CLUSTER_OK);
+    assert_int_equal(c.qn, 0);
+    c.now += HB;
+    t_tick(&c, 0);
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 5);
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[0].message_count, 0);
     t_free(&c);
 }
 
@@ -581,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_raft_step__single_member_leads_at_once),
         cmocka_unit_test(test_raft_step__three_members_elect_one_leader),
         cmocka_unit_test(test_raft_step__replicates_and_commits),
+        cmocka_unit_test(test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_append),
         cmocka_unit_test(test_raft_step__leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_step__follower_acks_only_when_persisted),
         cmocka_unit_test(test_raft_step__conflicting_suffix_truncated),
