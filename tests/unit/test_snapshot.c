@@ -119,6 +119,32 @@ static void test_snapshot_write__read_round_trip(void **state)
     free(raw);
 }
 
+/* A big body goes out in paced chunks (1 MiB each, the last one short): it must read
+ * back whole, with every byte where it was. */
+static void test_snapshot_write__body_of_several_chunks_reads_back_whole(void **state)
+{
+    const char *dir = *state;
+    size_t size = (3u << 20) + 12345;
+    uint8_t *body = malloc(size);
+    assert_non_null(body);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < size; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        body[i] = (uint8_t)x;
+    }
+    assert_int_equal(snapshot_write(dir, 77, 3, body, size), 0);
+    char path[4096];
+    snap_path(path, dir, 77);
+    uint64_t zxid = 0, term = 0;
+    uint8_t *out = NULL;
+    size_t length = 0;
+    assert_int_equal(snapshot_read(path, &zxid, &term, &out, &length), 0);
+    assert_int_equal(length, size);
+    assert_memory_equal(out, body, size);
+    free(out);
+    free(body);
+}
+
 static void test_snapshot_write__empty_body(void **state)
 {
     const char *dir = *state;
@@ -289,6 +315,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_snapshot_write__read_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_write__body_of_several_chunks_reads_back_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_write__empty_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_write__missing_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_list__newest_first_tmp_ignored, setup,
