@@ -948,34 +948,10 @@ static int raft_on_snapshot_installed(struct raft *r, const struct raft_event *e
     return CLUSTER_OK;
 }
 
-static int raft_propose(struct raft *r, const struct raft_event *ev, uint64_t *proposed_index)
-{
-    if (r->role != CLUSTER_ROLE_LEADER)
-        return CLUSTER_E_NOT_LEADER;
-    if (ev->proposal_length && !ev->proposal)
-        return CLUSTER_E_INVALID;
-    int rc = raft_log_append(r, r->term, ev->proposal, ev->proposal_length);
-    if (rc != CLUSTER_OK)
-        return rc;
-    if (proposed_index)
-        *proposed_index = raft_log_last(r);
-    if (r->config.appends_on_flush) {
-        if (r->flush_from == 0)
-            r->flush_from = raft_log_last(r);
-        return CLUSTER_OK;
-    }
-    for (uint32_t i = 0; i < r->peer_count; i++) {
-        struct raft_peer *p = &r->peers[i];
-        if (p->next_index == raft_log_last(r) && !raft_snapshot_busy(r, p))
-            raft_send_append(r, p); /* pipelined: only to peers that are caught up */
-    }
-    return CLUSTER_OK;
-}
-
 /* The proposals since the last flush, in one APPEND to each follower that had been sent
- * everything before them: the same peers that PROPOSE would have sent each entry to. A
- * follower that was sent them meanwhile (an answer or a heartbeat did) has moved past
- * flush_from and is skipped; one behind it is served by its answers, as before. */
+ * everything before them (pipelined: only to peers that are caught up). A follower that
+ * was sent them meanwhile (an answer or a heartbeat did) has moved past flush_from and
+ * is skipped; one behind it is served by its answers. */
 static void raft_flush(struct raft *r)
 {
     uint64_t from = r->flush_from;
@@ -987,6 +963,24 @@ static void raft_flush(struct raft *r)
         if (p->next_index == from && !raft_snapshot_busy(r, p))
             raft_send_append(r, p);
     }
+}
+
+static int raft_propose(struct raft *r, const struct raft_event *ev, uint64_t *proposed_index)
+{
+    if (r->role != CLUSTER_ROLE_LEADER)
+        return CLUSTER_E_NOT_LEADER;
+    if (ev->proposal_length && !ev->proposal)
+        return CLUSTER_E_INVALID;
+    int rc = raft_log_append(r, r->term, ev->proposal, ev->proposal_length);
+    if (rc != CLUSTER_OK)
+        return rc;
+    if (proposed_index)
+        *proposed_index = raft_log_last(r);
+    if (r->flush_from == 0)
+        r->flush_from = raft_log_last(r);
+    if (!r->config.appends_on_flush)
+        raft_flush(r); /* each entry on its own, at once */
+    return CLUSTER_OK;
 }
 
 static int raft_transfer(struct raft *r, uint64_t to)
@@ -1184,6 +1178,11 @@ uint64_t raft_term(const struct raft *r)
 uint64_t raft_leader(const struct raft *r)
 {
     return r->leader_id;
+}
+
+bool raft_flush_due(const struct raft *r)
+{
+    return r->flush_from != 0;
 }
 
 uint64_t raft_commit_index(const struct raft *r)

@@ -233,6 +233,8 @@ int raft_step(struct raft *r, const struct raft_event *event, struct raft_update
 
 /* Read-only views. */
 enum cluster_role raft_role(const struct raft *r);
+/* With config.appends_on_flush: entries were proposed since the last RAFT_EVENT_FLUSH. */
+bool raft_flush_due(const struct raft *r);
 uint64_t raft_term(const struct raft *r);
 uint64_t raft_leader(const struct raft *r);
 uint64_t raft_commit_index(const struct raft *r);

@@ -76,6 +76,7 @@
  * then holds it until the leader's delayed ACK (up to 40 ms on Linux): with 8 writers a
  * 3-member cluster did 1,700 writes/s at p99 43 ms, and 6,900 at p99 10 ms without it.
  * Our frames are whole messages already, so there is nothing for Nagle to coalesce. */
+#define TRANSPORT_TCP_NODELAY 1
 
 #define TRANSPORT_RECONNECT_IVL_MS 100
 #define TRANSPORT_RECONNECT_IVL_MAX_MS 2000
@@ -748,7 +749,7 @@ int transport_start(const struct transport_options *options, struct transport **
     if (t->inbox < 0 ||
         transport_set_int(t->inbox, NN_SOL_SOCKET, NN_RCVMAXSIZE, TRANSPORT_RCVMAXSIZE) < 0 ||
         transport_set_int(t->inbox, NN_SOL_SOCKET, NN_RCVBUF, TRANSPORT_SOCKET_BUFFER) < 0 ||
-        transport_set_int(t->inbox, NN_TCP, NN_TCP_NODELAY, 1) < 0 ||
+        transport_set_int(t->inbox, NN_TCP, NN_TCP_NODELAY, TRANSPORT_TCP_NODELAY) < 0 ||
         nn_bind(t->inbox, bind_address) < 0) {
         err = nn_errno();
         transport_set_error(error, error_size, "transport: bind", bind_address, err);
@@ -763,7 +764,7 @@ int transport_start(const struct transport_options *options, struct transport **
         p->push = nn_socket(AF_SP, NN_PUSH);
         if (p->push < 0 ||
             transport_set_int(p->push, NN_SOL_SOCKET, NN_SNDBUF, TRANSPORT_SOCKET_BUFFER) < 0 ||
-            transport_set_int(p->push, NN_TCP, NN_TCP_NODELAY, 1) < 0 ||
+            transport_set_int(p->push, NN_TCP, NN_TCP_NODELAY, TRANSPORT_TCP_NODELAY) < 0 ||
             transport_set_int(p->push, NN_SOL_SOCKET, NN_RECONNECT_IVL,
                               TRANSPORT_RECONNECT_IVL_MS) < 0 ||
             transport_set_int(p->push, NN_SOL_SOCKET, NN_RECONNECT_IVL_MAX,

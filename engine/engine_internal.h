@@ -149,7 +149,6 @@ struct engine {
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
     uint64_t last_snapshot_bytes;      /* body length of the newest snapshot (0: none) */
-    bool appends_due; /* proposed since the last engine_flush: step RAFT_EVENT_FLUSH */
     uint64_t snapshots_written;
     uint64_t wal_records;
 

@@ -200,8 +200,7 @@ static void wal_job_done(void *arg)
  * thread on a shared core.) */
 void engine_flush(struct engine *e)
 {
-    if (e->appends_due) {
-        e->appends_due = false;
+    if (e->raft != NULL && raft_flush_due(e->raft)) {
         struct raft_event ev = {.type = RAFT_EVENT_FLUSH, .now_ms = engine_now(e)};
         replication_step(e, &ev);
     }
@@ -1115,7 +1114,6 @@ int replication_propose(struct engine *e, const struct bytes *payload, uint64_t 
         return CORRAL_E_NO_QUORUM;
     *term = raft_term(e->raft);
     e->proposed_index = *index;
-    e->appends_due = e->host.flush_at_loop_end; /* sent by engine_flush */
     replication_update_process(e, &u);
     return 0;
 }

@@ -58,7 +58,8 @@
  *   4 read index without a round       seed 2     linearizability (a stale read)
  *
  * Debug aids: SIM_TRACE=1 prints role, term, truncation and crash events to stderr;
- * SIM_PARANOID=1 compares the host log with the core's after every step.
+ * SIM_PARANOID=1 compares the host log with the core's after every step; SIM_NOFLUSH=1
+ * runs every seed with appends_on_flush off (to tell its effect from the seed's).
  *
  * Speed (2-core box): ~9000 seeds/min at 20000 steps optimised; ~750 seeds/min in a
  * Debug ASan+UBSan build.
