@@ -51,6 +51,8 @@ static const struct config_option config_options[] = {
     {"--min-free-disk-bytes", CONFIG_KIND_U64, CONFIG_AT(min_free_disk_bytes), 0, "N",
      "refuse writes (507 NO_SPACE) while the data dir has less free space"},
     {"--snapshots-keep", CONFIG_KIND_U32, CONFIG_AT(snapshots_keep), 1, "N", "snapshot files kept"},
+    {"--snapshot-inline-bytes", CONFIG_KIND_U64, CONFIG_AT(snapshot_inline_bytes), 0, "N",
+     "snapshots of up to N bytes are encoded in the server; bigger ones by a forked child"},
     {"--container-check-ms", CONFIG_KIND_U32, CONFIG_AT(container_check_ms), 1, "N",
      "interval of the container/TTL reaper"},
     {"--max-connections", CONFIG_KIND_U32, CONFIG_AT(max_connections), 1, "N",
@@ -94,6 +96,7 @@ void config_defaults(struct config *c)
     c->wal_batches_in_flight = 1;
     c->min_free_disk_bytes = 64u * 1024 * 1024;
     c->snapshots_keep = 3;
+    c->snapshot_inline_bytes = 1048576;
     c->container_check_ms = 60000;
     c->max_connections = 16000;
     c->max_poll_ms = 60000;

@@ -39,6 +39,7 @@ struct config {
     uint32_t wal_batches_in_flight;
     uint64_t min_free_disk_bytes;
     uint32_t snapshots_keep;
+    uint64_t snapshot_inline_bytes;
     uint32_t container_check_ms;
     uint32_t max_connections;
     uint32_t max_poll_ms;      /* cap on a long-poll's timeout_ms */

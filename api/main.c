@@ -328,6 +328,7 @@ int main(int argc, char **argv)
         .max_session_timeout_ms = d->config.max_session_timeout_ms,
         .snapshot_every = d->config.snapshot_every,
         .snapshots_keep = d->config.snapshots_keep,
+        .snapshot_inline_bytes = d->config.snapshot_inline_bytes,
         .reap_interval_ms = d->config.container_check_ms,
         .wal_segment_bytes = d->config.wal_segment_bytes,
         .wal_batches_in_flight = d->config.wal_batches_in_flight,

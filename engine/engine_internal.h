@@ -145,6 +145,9 @@ struct engine {
     bool snapshot_in_flight;
     int snapshot_pid;                        /* child writing a snapshot, 0 = none */
     struct snapshot_job *snapshot_child_job; /* its job, finished by engine_tick */
+    /* The last image encoded on the loop, emptied, kept for the next one: its pages stay
+     * mapped, so encoding does not fault them in again. Owned; freed by engine_close. */
+    struct bytes snapshot_spare;
     bool shutting_down;
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */

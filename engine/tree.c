@@ -56,6 +56,7 @@ struct tree {
     struct znode *root; /* owned, with the whole tree under it */
     uint64_t node_count;
     uint64_t data_bytes;
+    uint64_t name_bytes; /* names summed: with the two above, the image's exact size */
     /* Container and TTL nodes, in no particular order; node->reap_index is the
      * position of node in this array. Owned array, borrowed nodes. */
     struct znode **reapable;
@@ -226,6 +227,7 @@ struct tree *tree_create(void)
     zk->parent = t->root;
     t->root->children[t->root->child_count++] = zk;
     t->node_count = 2;
+    t->name_bytes = zk->name_length;
     return t;
 }
 
@@ -259,6 +261,11 @@ uint64_t tree_node_count(const struct tree *t)
 uint64_t tree_data_bytes(const struct tree *t)
 {
     return t->data_bytes;
+}
+
+uint64_t tree_image_bytes(const struct tree *t)
+{
+    return 16 + t->node_count * TREE_RECORD_SIZE + t->name_bytes + t->data_bytes;
 }
 
 struct znode *tree_root(struct tree *t)
@@ -387,6 +394,7 @@ struct znode *tree_node_create(struct tree *t, struct znode *parent, const char 
         tree_reapable_add(t, n);
     t->node_count++;
     t->data_bytes += data_length;
+    t->name_bytes += name_length;
     return n;
 
 fail:
@@ -435,6 +443,7 @@ void tree_node_delete(struct tree *t, struct znode *n, uint64_t zxid)
         tree_reapable_remove(t, n);
     t->node_count--;
     t->data_bytes -= n->data_length;
+    t->name_bytes -= n->name_length;
     tree_node_free(n);
 }
 
@@ -630,6 +639,7 @@ int tree_decode(struct bytes_reader *in, struct tree **out)
             tree_reapable_add(t, n);
         t->node_count++;
         t->data_bytes += data_length;
+        t->name_bytes += name_length;
         last[depth] = n;
         top = depth;
     }

@@ -84,6 +84,8 @@ void tree_destroy(struct tree *t);
 uint64_t tree_node_count(const struct tree *t);
 /* Bytes of znode data held, summed. */
 uint64_t tree_data_bytes(const struct tree *t);
+/* The exact size of tree_encode's image, without encoding it. */
+uint64_t tree_image_bytes(const struct tree *t);
 
 struct znode *tree_root(struct tree *t);
 

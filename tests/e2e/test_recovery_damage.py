@@ -161,13 +161,22 @@ class RecoveryDamageTest(unittest.TestCase):
         self.assertEqual(self.server.stop(), 0)
         self.server.cleanup()
 
-    def snapshot_scenario(self, name, damage):
-        self.start(name, "--snapshot-every", "50")
+    def snapshot_scenario(self, name, damage, forked=False):
+        """forked: the snapshots are written by a forked child (an image over
+        --snapshot-inline-bytes), else encoded by the server itself (a small image); the
+        fallback after the damage reads one written the same way."""
+        inline_limit = "0" if forked else "1048576"
+        self.start(name, "--snapshot-every", "50", "--snapshot-inline-bytes", inline_limit)
         written = self.populate("/s", 220)
         last_zxid = self.c.health().zxid
         # Snapshots are written in the background: wait for one at or past zxid 200.
         wait_until(lambda: any(snap_zxid(s) >= 200 for s in self.server.files("snap-", ".snap")),
                    10, message="a snapshot at zxid >= 200")
+        self.server.wait_for_log(r"snapshot at zxid [0-9]+:", timeout=5)
+        taken = self.server.log_lines(r"snapshot at zxid [0-9]+:")
+        self.assertTrue(taken, "no snapshot was logged")
+        for line in taken:
+            self.assertEqual("encoded on the loop" not in line, forked, line)
         self.assertEqual(self.server.stop(), 0)
         snaps = self.server.files("snap-", ".snap")
         newest = max(snaps, key=snap_zxid)
@@ -190,7 +199,8 @@ class RecoveryDamageTest(unittest.TestCase):
 
     def test_truncated_newest_snapshot_falls_back(self):
         self.snapshot_scenario("recovery_snap_trunc",
-                               lambda path: truncate(path, os.path.getsize(path) // 2))
+                               lambda path: truncate(path, os.path.getsize(path) // 2),
+                               forked=True)
 
     def test_snapshot_with_corrupt_header_falls_back(self):
         self.snapshot_scenario("recovery_snap_header", lambda path: flip_byte(path, 20))

@@ -552,6 +552,45 @@ static void test_tree_encode__round_trip_mixed_tree(void **state)
     tree_destroy(t);
 }
 
+/* The engine sizes a snapshot from tree_image_bytes before encoding it (to choose
+ * between encoding on the loop and forking): it must be the image's exact length
+ * through creates, sets, deletes and a decode. */
+static void test_tree_image_bytes__exact_through_changes_and_decode(void **state)
+{
+    (void)state;
+    struct tree *fresh = tree_create();
+    struct bytes img = {0};
+    assert_int_equal(tree_encode(fresh, &img), 0);
+    assert_int_equal(tree_image_bytes(fresh), img.length);
+    bytes_free(&img);
+    tree_destroy(fresh);
+
+    struct tree *t = build_mixed(); /* creates, sets (longer and shorter), deletes */
+    assert_int_equal(tree_encode(t, &img), 0);
+    assert_int_equal(tree_image_bytes(t), img.length);
+
+    struct bytes_reader r;
+    bytes_reader_init(&r, img.data, img.length);
+    struct tree *d = NULL;
+    assert_int_equal(tree_decode(&r, &d), 0);
+    assert_int_equal(tree_image_bytes(d), img.length);
+    struct znode *dir = tree_lookup(d, "/dir07", 6);
+    assert_non_null(dir);
+    assert_non_null(tree_node_create(d, dir, "a-longer-name", 13, "data", 4, 0, 0, 0, 90000, 0));
+    struct znode *victim = tree_child_find(dir, "n0000000001", 11);
+    assert_non_null(victim);
+    size_t gone = 88 + victim->name_length + victim->data_length; /* record, name, data */
+    tree_node_delete(d, victim, 90001);
+    struct bytes again = {0};
+    assert_int_equal(tree_encode(d, &again), 0);
+    assert_int_equal(tree_image_bytes(d), again.length);
+    assert_int_equal(again.length, img.length + (88 + 13 + 4) - gone);
+    bytes_free(&again);
+    bytes_free(&img);
+    tree_destroy(d);
+    tree_destroy(t);
+}
+
 static void test_tree_encode__round_trip_deep_tree(void **state)
 {
     (void)state;
@@ -730,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_tree_walk__preorder_and_stop),
         cmocka_unit_test(test_tree_encode__round_trip_mixed_tree),
         cmocka_unit_test(test_tree_encode__round_trip_deep_tree),
+        cmocka_unit_test(test_tree_image_bytes__exact_through_changes_and_decode),
         cmocka_unit_test(test_tree_decode__truncated_image),
         cmocka_unit_test(test_tree_decode__malformed_image),
         cmocka_unit_test(test_tree_memory__bytes_per_node),
