@@ -1290,7 +1290,11 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
          * 7.6k/s as the tree grew to 400,000 nodes). Best effort: failures are ignored. */
         (void)setpriority(PRIO_PROCESS, 0, 19);
         (void)syscall(SYS_ioprio_set, ENGINE_IOPRIO_WHO_PROCESS, 0, ENGINE_IOPRIO_IDLE);
+        /* Room for the whole image at once: grown by doubling, the buffer's copies
+         * touched (and faulted in) three times its size. */
         struct bytes body = {0};
+        if (bytes_extend(&body, engine_state_encoded_bytes(e)) != NULL)
+            body.length = 0;
         int rc = engine_state_encode(e, &body);
         if (rc == 0)
             rc = snapshot_write(job->dir, job->zxid, job->term, body.data, body.length);
