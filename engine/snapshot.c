@@ -52,38 +52,6 @@ static int snapshot_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Writes the body a chunk at a time, starting each chunk's write-back as soon as it is
- * written and waiting for the chunk before it, so that at most two chunks of the file
- * are on their way to the disk at once (Redis's rdb-save-incremental-fsync does the
- * same for the same reason). Written whole and fsynced at the end, a snapshot of a big
- * tree reached the disk as one burst of a hundred megabytes, and every log sync of the
- * server, queued behind it in the device, took that long: the writers stalled for up to
- * a second at each snapshot. sync_file_range makes nothing durable (the fsync that
- * follows does); it only paces the write-back, so where it is refused (a file system
- * without it) the write goes on unpaced. */
-static int snapshot_write_paced(int fd, const uint8_t *p, size_t len, off_t offset)
-{
-    bool pace = true;
-    off_t previous = -1;
-    while (len > 0) {
-        size_t n = len < SNAPSHOT_WRITE_CHUNK ? len : SNAPSHOT_WRITE_CHUNK;
-        if (snapshot_write_all(fd, p, n) != 0)
-            return CORRAL_E_IO;
-        if (pace && sync_file_range(fd, offset, (off_t)n, SYNC_FILE_RANGE_WRITE) != 0)
-            pace = false;
-        if (pace && previous >= 0 &&
-            sync_file_range(fd, previous, SNAPSHOT_WRITE_CHUNK,
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-            pace = false;
-        previous = offset;
-        p += n;
-        len -= n;
-        offset += (off_t)n;
-    }
-    return 0;
-}
-
 static int snapshot_read_all(int fd, void *buf, size_t len)
 {
     uint8_t *p = buf;
@@ -148,42 +116,143 @@ static bool snapshot_name_is_tmp(const char *name)
            strcmp(name + SNAPSHOT_NAME_LENGTH, SNAPSHOT_TMP_SUFFIX) == 0;
 }
 
-int snapshot_write(const char *dir, uint64_t zxid, uint64_t term, const void *body, size_t length)
-{
-    char tmp[4096], final[4096];
-    if (snapshot_path(tmp, sizeof(tmp), dir, zxid, SNAPSHOT_TMP_SUFFIX) != 0 ||
-        snapshot_path(final, sizeof(final), dir, zxid, "") != 0)
-        return CORRAL_E_IO;
+struct snapshot_writer {
+    int fd;
+    uint64_t zxid;
+    uint64_t term;
+    uint64_t length;      /* body bytes appended */
+    uint32_t crc;         /* CRC-32C of the body so far */
+    off_t paced_to;       /* write-back started for the file up to here */
+    off_t previous_chunk; /* start of the chunk whose write-back is waited for next; -1 */
+    bool pace;
+    char dir[4096];
+    char tmp[4096];
+    char final[4096];
+};
 
+int snapshot_writer_open(const char *dir, uint64_t zxid, uint64_t term,
+                         struct snapshot_writer **out)
+{
+    struct snapshot_writer *w = calloc(1, sizeof(*w)); /* freed by commit or abort */
+    if (!w)
+        return CORRAL_E_NO_MEMORY;
+    if (snprintf(w->dir, sizeof(w->dir), "%s", dir) >= (int)sizeof(w->dir) ||
+        snapshot_path(w->tmp, sizeof(w->tmp), dir, zxid, SNAPSHOT_TMP_SUFFIX) != 0 ||
+        snapshot_path(w->final, sizeof(w->final), dir, zxid, "") != 0) {
+        free(w);
+        return CORRAL_E_IO;
+    }
+    w->zxid = zxid;
+    w->term = term;
+    w->paced_to = SNAPSHOT_HEADER_SIZE;
+    w->previous_chunk = -1;
+    w->pace = true;
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        free(w);
+        return CORRAL_E_IO;
+    }
+    /* The header's length and CRCs are known at commit; until then, zeros (which fail
+     * the header CRC, should this file ever be read). */
+    uint8_t zeros[SNAPSHOT_HEADER_SIZE] = {0};
+    if (snapshot_write_all(w->fd, zeros, sizeof(zeros)) != 0) {
+        snapshot_writer_abort(w);
+        return CORRAL_E_IO;
+    }
+    *out = w;
+    return 0;
+}
+
+/* Writes the body a chunk at a time, starting each chunk's write-back as soon as it is
+ * written and waiting for the chunk before it, so that at most two chunks of the file
+ * are on their way to the disk at once (Redis's rdb-save-incremental-fsync does the
+ * same for the same reason). Written whole and fsynced at the end, a snapshot of a big
+ * tree reached the disk as one burst of a hundred megabytes, and every log sync of the
+ * server, queued behind it in the device, took that long: the writers stalled for up to
+ * a second at each snapshot. sync_file_range makes nothing durable (the fsync that
+ * follows does); it only paces the write-back, so where it is refused (a file system
+ * without it) the write goes on unpaced. */
+int snapshot_writer_append(struct snapshot_writer *w, const void *data, size_t length)
+{
+    const uint8_t *p = data;
+    while (length > 0) {
+        size_t n = length < SNAPSHOT_WRITE_CHUNK ? length : SNAPSHOT_WRITE_CHUNK;
+        if (snapshot_write_all(w->fd, p, n) != 0)
+            return CORRAL_E_IO;
+        w->crc = crc32c_extend(w->crc, p, n);
+        w->length += n;
+        p += n;
+        length -= n;
+        /* Pace whole chunks only; the fsync at commit takes the rest. */
+        off_t end = SNAPSHOT_HEADER_SIZE + (off_t)w->length;
+        while (w->pace && end - w->paced_to >= (off_t)SNAPSHOT_WRITE_CHUNK) {
+            if (sync_file_range(w->fd, w->paced_to, SNAPSHOT_WRITE_CHUNK, SYNC_FILE_RANGE_WRITE) !=
+                0)
+                w->pace = false;
+            if (w->pace && w->previous_chunk >= 0 &&
+                sync_file_range(w->fd, w->previous_chunk, SNAPSHOT_WRITE_CHUNK,
+                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                    SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+                w->pace = false;
+            w->previous_chunk = w->paced_to;
+            w->paced_to += (off_t)SNAPSHOT_WRITE_CHUNK;
+        }
+    }
+    return 0;
+}
+
+int snapshot_writer_commit(struct snapshot_writer *w)
+{
     uint8_t h[SNAPSHOT_HEADER_SIZE];
     memcpy(h, snapshot_magic, 8);
     bytes_store_u32(h + 8, SNAPSHOT_FORMAT_VERSION);
     bytes_store_u32(h + 12, 0);
-    bytes_store_u64(h + 16, zxid);
-    bytes_store_u64(h + 24, term);
-    bytes_store_u64(h + 32, (uint64_t)length);
-    bytes_store_u32(h + 40, crc32c_extend(0, body, length));
+    bytes_store_u64(h + 16, w->zxid);
+    bytes_store_u64(h + 24, w->term);
+    bytes_store_u64(h + 32, w->length);
+    bytes_store_u32(h + 40, w->crc);
     bytes_store_u32(h + 44, crc32c_extend(0, h, SNAPSHOT_HEADER_CRC_OFFSET));
-
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return CORRAL_E_IO;
-    int rv = snapshot_write_all(fd, h, sizeof(h));
-    if (rv == 0)
-        rv = snapshot_write_paced(fd, body, length, (off_t)sizeof(h));
-    if (rv == 0 && fsync(fd) != 0)
+    int rv = 0;
+    if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
         rv = CORRAL_E_IO;
+    if (rv == 0 && fsync(w->fd) != 0)
+        rv = CORRAL_E_IO;
+    int fd = w->fd;
+    w->fd = -1;
     if (close(fd) != 0 && rv == 0)
         rv = CORRAL_E_IO;
     /* Only a complete, durable file gets the final name. */
-    if (rv == 0 && rename(tmp, final) != 0)
+    if (rv == 0 && rename(w->tmp, w->final) != 0)
         rv = CORRAL_E_IO;
     if (rv != 0) {
-        unlink(tmp);
+        snapshot_writer_abort(w);
         return rv;
     }
     /* The rename itself must be durable before anyone drops log on its account. */
-    return snapshot_fsync_dir(dir);
+    rv = snapshot_fsync_dir(w->dir);
+    free(w);
+    return rv;
+}
+
+void snapshot_writer_abort(struct snapshot_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    unlink(w->tmp);
+    free(w);
+}
+
+int snapshot_write(const char *dir, uint64_t zxid, uint64_t term, const void *body, size_t length)
+{
+    struct snapshot_writer *w = NULL;
+    int rv = snapshot_writer_open(dir, zxid, term, &w);
+    if (rv != 0)
+        return rv == CORRAL_E_NO_MEMORY ? CORRAL_E_IO : rv;
+    if (snapshot_writer_append(w, body, length) != 0) {
+        snapshot_writer_abort(w);
+        return CORRAL_E_IO;
+    }
+    return snapshot_writer_commit(w);
 }
 
 static int snapshot_file_cmp(const void *a, const void *b)

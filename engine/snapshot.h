@@ -37,6 +37,22 @@ struct snapshot_file {
  * body is borrowed. Returns 0 or CORRAL_E_IO. */
 int snapshot_write(const char *dir, uint64_t zxid, uint64_t term, const void *body, size_t length);
 
+/* The same file written piece by piece, for a writer that encodes as it goes and so
+ * never holds the whole body (corrald's forked snapshot child: a big tree's image in
+ * one buffer cost a page fault per 4 KiB of it). Open, append the body in pieces of any
+ * size, then commit (atomic, as above) or abort (the temporary file is removed). Both
+ * free the writer. Blocking: off the loop thread. */
+struct snapshot_writer;
+/* Returns 0 and *out (owned by the caller until commit or abort), or CORRAL_E_IO /
+ * CORRAL_E_NO_MEMORY. */
+int snapshot_writer_open(const char *dir, uint64_t zxid, uint64_t term,
+                         struct snapshot_writer **out);
+/* data is borrowed. Returns 0 or CORRAL_E_IO (the writer must then be aborted). */
+int snapshot_writer_append(struct snapshot_writer *w, const void *data, size_t length);
+/* Returns 0 once the snapshot is durable under its final name, or CORRAL_E_IO. */
+int snapshot_writer_commit(struct snapshot_writer *w);
+void snapshot_writer_abort(struct snapshot_writer *w);
+
 /* Lists the snapshot files of dir, newest (highest zxid) first, by name only (not
  * validated). Leftover ".tmp" files are ignored. On success *out is an array owned by
  * the caller (free()) of *count entries. Returns 0, CORRAL_E_IO or CORRAL_E_NO_MEMORY. */

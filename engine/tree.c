@@ -495,9 +495,23 @@ int tree_walk(struct tree *t, int (*fn)(void *arg, struct znode *n, uint32_t dep
     }
 }
 
+/* tree_encode_chunked's walk: the buffer, and where full chunks go. */
+struct tree_encoding {
+    struct bytes *out;
+    size_t chunk;
+    int (*flush)(void *arg, struct bytes *out);
+    void *arg;
+};
+
 static int tree_encode_node(void *arg, struct znode *n, uint32_t depth)
 {
-    struct bytes *out = arg;
+    struct tree_encoding *encoding = arg;
+    struct bytes *out = encoding->out;
+    if (encoding->flush && out->length >= encoding->chunk) {
+        int rc = encoding->flush(encoding->arg, out);
+        if (rc != 0)
+            return rc;
+    }
     uint8_t *p = bytes_extend(out, TREE_RECORD_SIZE + (size_t)n->name_length + n->data_length);
     if (!p)
         return CORRAL_E_NO_MEMORY;
@@ -522,14 +536,21 @@ static int tree_encode_node(void *arg, struct znode *n, uint32_t depth)
     return 0;
 }
 
-int tree_encode(struct tree *t, struct bytes *out)
+int tree_encode_chunked(struct tree *t, struct bytes *out, size_t chunk,
+                        int (*flush)(void *arg, struct bytes *out), void *arg)
 {
     bytes_put_u32(out, TREE_IMAGE_VERSION);
     bytes_put_u32(out, 0);
     bytes_put_u64(out, t->node_count);
     if (bytes_failed(out))
         return CORRAL_E_NO_MEMORY;
-    return tree_walk(t, tree_encode_node, out);
+    struct tree_encoding encoding = {.out = out, .chunk = chunk, .flush = flush, .arg = arg};
+    return tree_walk(t, tree_encode_node, &encoding);
+}
+
+int tree_encode(struct tree *t, struct bytes *out)
+{
+    return tree_encode_chunked(t, out, SIZE_MAX, NULL, NULL);
 }
 
 /* Fills a decoded node's fields from its record (name and data are handled by the

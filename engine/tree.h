@@ -130,6 +130,11 @@ int tree_walk(struct tree *t, int (*fn)(void *arg, struct znode *n, uint32_t dep
 /* Image of the whole tree for a snapshot: appends to out (see the format in tree.c).
  * Returns 0 or CORRAL_E_NO_MEMORY. */
 int tree_encode(struct tree *t, struct bytes *out);
+/* The same image in pieces: whenever out holds chunk bytes or more, flush(arg, out)
+ * takes them (and empties out) before the next node goes in; the last piece stays in
+ * out. Returns 0, CORRAL_E_NO_MEMORY, or flush's first non-zero return. */
+int tree_encode_chunked(struct tree *t, struct bytes *out, size_t chunk,
+                        int (*flush)(void *arg, struct bytes *out), void *arg);
 
 /* Rebuilds a tree from an image made by tree_encode. Returns 0 with *out a new tree
  * owned by the caller, CORRAL_E_CORRUPT when the image is malformed, or NO_MEMORY. */

@@ -145,6 +145,68 @@ static void test_snapshot_write__body_of_several_chunks_reads_back_whole(void **
     free(body);
 }
 
+/* A writer fed in pieces of any size (as the forked child encodes its image, 1 MiB at a
+ * time) leaves the very file snapshot_write leaves for the whole body; an aborted one
+ * leaves nothing. */
+static void test_snapshot_writer__pieces_give_the_same_file_and_abort_leaves_none(void **state)
+{
+    const char *dir = *state;
+    size_t size = (2u << 20) + 777;
+    uint8_t *body = malloc(size);
+    assert_non_null(body);
+    for (size_t i = 0; i < size; i++)
+        body[i] = (uint8_t)(i * 131 + (i >> 12));
+    assert_int_equal(snapshot_write(dir, 500, 4, body, size), 0);
+
+    struct snapshot_writer *w = NULL;
+    assert_int_equal(snapshot_writer_open(dir, 600, 4, &w), 0);
+    const size_t pieces[] = {0, 1, 3, 4093, (1u << 20) + 5, 1u << 20};
+    size_t at = 0;
+    for (size_t i = 0; at < size; i = (i + 1) % (sizeof(pieces) / sizeof(pieces[0]))) {
+        size_t n = pieces[i] < size - at ? pieces[i] : size - at;
+        assert_int_equal(snapshot_writer_append(w, body + at, n), 0);
+        at += n;
+    }
+    assert_int_equal(snapshot_writer_commit(w), 0);
+
+    char whole_path[4096], pieces_path[4096];
+    snap_path(whole_path, dir, 500);
+    snap_path(pieces_path, dir, 600);
+    size_t whole_length, pieces_length;
+    uint8_t *whole = read_file(whole_path, &whole_length);
+    uint8_t *in_pieces = read_file(pieces_path, &pieces_length);
+    assert_int_equal(pieces_length, whole_length);
+    /* Byte for byte but the zxid (offset 16) and the header's own CRC (44). */
+    assert_memory_equal(in_pieces, whole, 16);
+    assert_memory_equal(in_pieces + 24, whole + 24, 20);
+    assert_memory_equal(in_pieces + HEADER_SIZE, whole + HEADER_SIZE, size);
+    uint64_t zxid = 0, term = 0;
+    uint8_t *out = NULL;
+    size_t length = 0;
+    assert_int_equal(snapshot_read(pieces_path, &zxid, &term, &out, &length), 0);
+    assert_int_equal(zxid, 600);
+    assert_int_equal(length, size);
+    free(out);
+    free(whole);
+    free(in_pieces);
+
+    assert_int_equal(snapshot_writer_open(dir, 700, 4, &w), 0);
+    assert_int_equal(snapshot_writer_append(w, body, 5000), 0);
+    snapshot_writer_abort(w);
+    struct snapshot_file *files = NULL;
+    size_t count = 0;
+    assert_int_equal(snapshot_list(dir, &files, &count), 0);
+    assert_int_equal(count, 2); /* 500 and 600; no 700 */
+    assert_int_equal(files[0].zxid, 600);
+    free(files);
+    char tmp[4200];
+    snap_path(tmp, dir, 700);
+    strcat(tmp, ".tmp");
+    struct stat st;
+    assert_int_not_equal(stat(tmp, &st), 0);
+    free(body);
+}
+
 static void test_snapshot_write__empty_body(void **state)
 {
     const char *dir = *state;
@@ -317,6 +379,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_write__read_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_snapshot_write__body_of_several_chunks_reads_back_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_writer__pieces_give_the_same_file_and_abort_leaves_none, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_write__empty_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_write__missing_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_list__newest_first_tmp_ignored, setup,

@@ -591,6 +591,55 @@ static void test_tree_image_bytes__exact_through_changes_and_decode(void **state
     tree_destroy(t);
 }
 
+struct pieces {
+    struct bytes joined;
+    size_t calls;
+    size_t largest;
+    int fail_at; /* the flush call that fails (1-based); 0 = none */
+};
+
+static int pieces_take(void *arg, struct bytes *out)
+{
+    struct pieces *p = arg;
+    if (++p->calls == (size_t)p->fail_at)
+        return CORRAL_E_IO;
+    if (out->length > p->largest)
+        p->largest = out->length;
+    bytes_put(&p->joined, out->data, out->length);
+    out->length = 0;
+    return 0;
+}
+
+/* The forked snapshot child encodes in pieces: joined, they are tree_encode's image, a
+ * piece is never much over the chunk, and a failing flush stops the walk with its error. */
+static void test_tree_encode_chunked__pieces_join_to_the_image(void **state)
+{
+    (void)state;
+    struct tree *t = build_mixed();
+    struct bytes whole = {0};
+    assert_int_equal(tree_encode(t, &whole), 0);
+
+    struct pieces p = {0};
+    struct bytes buffer = {0};
+    assert_int_equal(tree_encode_chunked(t, &buffer, 4096, pieces_take, &p), 0);
+    bytes_put(&p.joined, buffer.data, buffer.length); /* the last piece stays in buffer */
+    assert_true(p.calls > 10);
+    assert_true(p.largest < 4096 + 88 + 11 + 250);
+    assert_int_equal(p.joined.length, whole.length);
+    assert_memory_equal(p.joined.data, whole.data, whole.length);
+
+    struct pieces failing = {.fail_at = 3};
+    buffer.length = 0;
+    assert_int_equal(tree_encode_chunked(t, &buffer, 4096, pieces_take, &failing), CORRAL_E_IO);
+    assert_int_equal(failing.calls, 3);
+
+    bytes_free(&failing.joined);
+    bytes_free(&p.joined);
+    bytes_free(&buffer);
+    bytes_free(&whole);
+    tree_destroy(t);
+}
+
 static void test_tree_encode__round_trip_deep_tree(void **state)
 {
     (void)state;
@@ -770,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_tree_encode__round_trip_mixed_tree),
         cmocka_unit_test(test_tree_encode__round_trip_deep_tree),
         cmocka_unit_test(test_tree_image_bytes__exact_through_changes_and_decode),
+        cmocka_unit_test(test_tree_encode_chunked__pieces_join_to_the_image),
         cmocka_unit_test(test_tree_decode__truncated_image),
         cmocka_unit_test(test_tree_decode__malformed_image),
         cmocka_unit_test(test_tree_memory__bytes_per_node),
