@@ -97,10 +97,11 @@ struct engine_host {
      * arrived in that turn then share one fdatasync. When false (tests), it starts one
      * as soon as something is appended. */
     bool flush_at_loop_end;
-    /* When true, snapshots are written by a forked child from a copy-on-write image,
-     * so the loop never pauses to encode the tree (the host must not mind a short-lived
-     * child process; its SIGCHLD must not be ignored). When false, the image is encoded
-     * on the loop thread and written by run_blocking. */
+    /* When true, a snapshot bigger than options.snapshot_inline_bytes is written by a
+     * forked child from a copy-on-write image, so the loop never pauses to encode a big
+     * tree (the host must not mind a short-lived child process; its SIGCHLD must not be
+     * ignored). Otherwise, and when false, the image is encoded on the loop thread and
+     * written by run_blocking. */
     bool snapshot_fork;
     /* Asks the host to call engine_waiters_flush soon on the loop thread, once the
      * answers already queued (the writers') have gone out; corrald uses a zero-delay
