@@ -43,6 +43,14 @@ uint8_t *bytes_extend(struct bytes *b, size_t n)
     return at;
 }
 
+bool bytes_reserve(struct bytes *b, size_t n)
+{
+    if (bytes_extend(b, n) == NULL)
+        return false;
+    b->length -= n;
+    return true;
+}
+
 void bytes_put(struct bytes *b, const void *src, size_t n)
 {
     uint8_t *at = bytes_extend(b, n);

@@ -24,6 +24,10 @@ bool bytes_failed(const struct bytes *b);
 /* Makes room for n more bytes; returns a pointer to write them at (length is advanced
  * by n), or NULL after an allocation failure. */
 uint8_t *bytes_extend(struct bytes *b, size_t n);
+/* Makes room for n more bytes without appending them, so that appends up to that much
+ * neither copy nor fault pages in piecemeal. Returns false after an allocation
+ * failure (and marks the buffer failed). */
+bool bytes_reserve(struct bytes *b, size_t n);
 void bytes_put(struct bytes *b, const void *src, size_t n);
 void bytes_put_u8(struct bytes *b, uint8_t v);
 void bytes_put_u16(struct bytes *b, uint16_t v);

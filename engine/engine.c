@@ -1052,16 +1052,32 @@ static void session_encode_one(void *arg, struct session *s)
     bytes_put_u32(encode->out, s->timeout_ms);
 }
 
+/* Monotonic microseconds, for the snapshot log line. */
+static uint64_t engine_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* The exact size of engine_state_encode's body, without encoding it. */
 static uint64_t engine_state_encoded_bytes(const struct engine *e)
 {
     return 16 + (uint64_t)e->sessions.count * 12 + tree_image_bytes(e->tree);
 }
 
-/* engine_state_encode in pieces (tree_encode_chunked): the last piece stays in out. */
+/* engine_state_encode in pieces (tree_encode_chunked): the last piece stays in out.
+ * out gets its room first (the whole image, or two pieces: a piece ends with the record
+ * that passes chunk), so it neither grows by doubling (copies, and fresh pages touched
+ * three times the image's size) nor faults in page by page. */
 static int engine_state_encode_chunked(struct engine *e, struct bytes *out, size_t chunk,
                                        int (*flush)(void *arg, struct bytes *out), void *arg)
 {
+    uint64_t room = engine_state_encoded_bytes(e);
+    if (flush != NULL && room / 2 > chunk)
+        room = 2 * (uint64_t)chunk;
+    if (room > SIZE_MAX || !bytes_reserve(out, (size_t)room))
+        return CORRAL_E_NO_MEMORY;
     bytes_put_u32(out, ENGINE_SNAPSHOT_BODY_VERSION);
     bytes_put_u32(out, 0);
     bytes_put_u64(out, e->sessions.count);
@@ -1153,7 +1169,8 @@ struct snapshot_job {
     int64_t oldest_kept;
     uint64_t started_ms;
     uint64_t length;    /* of the written body: body.length, or the child's file's */
-    uint64_t encode_us; /* the loop's pause to encode the image; 0 when a child did */
+    bool forked;        /* a child encoded and wrote it */
+    uint64_t encode_us; /* else the loop's pause to encode it */
 };
 
 static void snapshot_job_work(void *arg)
@@ -1177,14 +1194,11 @@ static void snapshot_job_done(void *arg)
         e->last_snapshot_index = job->zxid;
         e->last_snapshot_bytes = job->length;
         replication_snapshot_taken(e, job->zxid, job->term);
-        if (job->encode_us > 0)
-            engine_logf(e, 1,
-                        "snapshot at zxid %" PRIu64 ": %" PRIu64 " bytes in %" PRIu64
-                        " ms (encoded on the loop in %" PRIu64 " us)",
-                        job->zxid, job->length, engine_now(e) - job->started_ms, job->encode_us);
-        else
-            engine_logf(e, 1, "snapshot at zxid %" PRIu64 ": %" PRIu64 " bytes in %" PRIu64 " ms",
-                        job->zxid, job->length, engine_now(e) - job->started_ms);
+        char how[64] = "";
+        if (!job->forked)
+            snprintf(how, sizeof how, " (encoded on the loop in %" PRIu64 " us)", job->encode_us);
+        engine_logf(e, 1, "snapshot at zxid %" PRIu64 ": %" PRIu64 " bytes in %" PRIu64 " ms%s",
+                    job->zxid, job->length, engine_now(e) - job->started_ms, how);
         /* Keep the log back to the oldest snapshot kept, so that falling back to it
          * (when a newer one is found corrupt) still finds every txn after it. */
         if (job->oldest_kept > 0 && wal_drop_before(e->wal, (uint64_t)job->oldest_kept + 1) != 0)
@@ -1250,12 +1264,9 @@ static void engine_snapshot_maybe(struct engine *e)
     bool small = engine_state_encoded_bytes(e) <= e->options.snapshot_inline_bytes;
     if (e->host.snapshot_fork && !small && engine_snapshot_fork(e, job))
         return;
-    struct timespec encode_start, encode_end;
-    clock_gettime(CLOCK_MONOTONIC, &encode_start);
+    uint64_t encode_start_us = engine_clock_us();
     job->body = e->snapshot_spare; /* the job owns it until snapshot_job_done */
     e->snapshot_spare = (struct bytes){0};
-    if (bytes_extend(&job->body, engine_state_encoded_bytes(e)) != NULL)
-        job->body.length = 0; /* room for the whole image: no copy while it grows */
     if (engine_state_encode(e, &job->body) != 0) {
         engine_logf(e, 2, "snapshot skipped: out of memory encoding the state");
         bytes_free(&job->body);
@@ -1263,12 +1274,7 @@ static void engine_snapshot_maybe(struct engine *e)
         e->last_snapshot_index = e->applied_index; /* do not retry on every apply */
         return;
     }
-    clock_gettime(CLOCK_MONOTONIC, &encode_end);
-    job->encode_us = (uint64_t)(encode_end.tv_sec - encode_start.tv_sec) * 1000000u +
-                     (uint64_t)(encode_end.tv_nsec / 1000) -
-                     (uint64_t)(encode_start.tv_nsec / 1000);
-    if (job->encode_us == 0)
-        job->encode_us = 1;
+    job->encode_us = engine_clock_us() - encode_start_us;
     e->snapshot_in_flight = true;
     if (e->host.run_blocking(e->host.data, snapshot_job_work, snapshot_job_done, job) != 0) {
         e->snapshot_in_flight = false;
@@ -1314,11 +1320,8 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
          * znodes) cost 82-87 page faults per 1,000 of the server's writes during a
          * 64-writer load, 154-243 when it also grew by doubling. */
         struct snapshot_writer *writer = NULL;
-        struct bytes piece = {0};
+        struct bytes piece = {0}; /* the child's exit frees it */
         int rc = snapshot_writer_open(job->dir, job->zxid, job->term, &writer);
-        if (rc == 0 && bytes_extend(&piece, 2 * ENGINE_SNAPSHOT_PIECE_BYTES) == NULL)
-            rc = CORRAL_E_NO_MEMORY;
-        piece.length = 0;
         if (rc == 0)
             rc = engine_state_encode_chunked(e, &piece, ENGINE_SNAPSHOT_PIECE_BYTES,
                                              engine_snapshot_piece_write, writer);
@@ -1335,6 +1338,7 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job)
             rc = CORRAL_E_IO;
         _exit(rc == 0 ? 0 : 1);
     }
+    job->forked = true;
     e->snapshot_pid = pid;
     e->snapshot_child_job = job;
     e->snapshot_in_flight = true;
