@@ -133,6 +133,11 @@ struct engine {
     struct overlay overlay;
     struct wal *wal;
     struct raft *raft;
+    /* The election timer's jitter: a splitmix64 sequence seeded once from the host's
+     * random_bytes. The core asks for a number on every message that resets the timer
+     * (each append, each heartbeat), and a getrandom syscall per message was a visible
+     * share of a follower's syscalls; the jitter needs spread, not secrecy. */
+    uint64_t jitter_state;
 
     uint64_t proposed_index; /* leader: last index it proposed */
     uint64_t applied_index;

@@ -112,12 +112,14 @@ struct forward_origin {
 
 static void replication_update_process(struct engine *e, const struct raft_update *u);
 
+/* splitmix64 (Steele, Lea and Flood), on the engine's jitter_state. */
 static uint32_t replication_random(void *arg)
 {
     struct engine *e = arg;
-    uint32_t value;
-    e->host.random_bytes(e->host.data, &value, sizeof value);
-    return value;
+    uint64_t z = (e->jitter_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
 }
 
 static uint32_t member_count(const struct engine *e)
@@ -1165,6 +1167,7 @@ int replication_open(struct engine *e, const struct raft_entry *entries, uint64_
                     corral_error_name(rc));
         return rc;
     }
+    e->host.random_bytes(e->host.data, &e->jitter_state, sizeof e->jitter_state);
     struct raft_config config = {
         .self_id = e->options.member_id,
         .member_count = member_count(e),
