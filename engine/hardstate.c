@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
-#include "crc32c.h"
+#include "crc.h"
 #include "error.h"
 
 #define HARDSTATE_SIZE 36
@@ -29,7 +29,7 @@ int hardstate_read(const char *dir, uint64_t *term, uint64_t *voted_for)
     if (n < 0)
         return CORRAL_E_IO;
     if (n != HARDSTATE_SIZE || memcmp(buf, hardstate_magic, 8) != 0 ||
-        bytes_load_u32(buf + 8) != 1 || bytes_load_u32(buf + 32) != crc32c_extend(0, buf, 32))
+        bytes_load_u32(buf + 8) != 1 || bytes_load_u32(buf + 32) != cluster_crc32c(0, buf, 32))
         return CORRAL_E_CORRUPT;
     *term = bytes_load_u64(buf + 16);
     *voted_for = bytes_load_u64(buf + 24);
@@ -46,7 +46,7 @@ int hardstate_write(const char *dir, uint64_t term, uint64_t voted_for)
     bytes_store_u32(buf + 8, 1);
     bytes_store_u64(buf + 16, term);
     bytes_store_u64(buf + 24, voted_for);
-    bytes_store_u32(buf + 32, crc32c_extend(0, buf, 32));
+    bytes_store_u32(buf + 32, cluster_crc32c(0, buf, 32));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return CORRAL_E_IO;

@@ -9,7 +9,7 @@
  * snapshot_write is in progress in the same directory; the engine serialises them. */
 #include "snapshot.h"
 
-#include "crc32c.h"
+#include "crc.h"
 #include "error.h"
 #include "bytes.h"
 
@@ -179,7 +179,7 @@ int snapshot_writer_append(struct snapshot_writer *w, const void *data, size_t l
         size_t n = length < SNAPSHOT_WRITE_CHUNK ? length : SNAPSHOT_WRITE_CHUNK;
         if (snapshot_write_all(w->fd, p, n) != 0)
             return CORRAL_E_IO;
-        w->crc = crc32c_extend(w->crc, p, n);
+        w->crc = cluster_crc32c(w->crc, p, n);
         w->length += n;
         p += n;
         length -= n;
@@ -211,7 +211,7 @@ int snapshot_writer_commit(struct snapshot_writer *w)
     bytes_store_u64(h + 24, w->term);
     bytes_store_u64(h + 32, w->length);
     bytes_store_u32(h + 40, w->crc);
-    bytes_store_u32(h + 44, crc32c_extend(0, h, SNAPSHOT_HEADER_CRC_OFFSET));
+    bytes_store_u32(h + 44, cluster_crc32c(0, h, SNAPSHOT_HEADER_CRC_OFFSET));
     int rv = 0;
     if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
         rv = CORRAL_E_IO;
@@ -334,7 +334,7 @@ int snapshot_read(const char *path, uint64_t *zxid, uint64_t *term, uint8_t **bo
     if (rv != 0)
         goto out;
     rv = CORRAL_E_CORRUPT;
-    if (bytes_load_u32(h + 44) != crc32c_extend(0, h, SNAPSHOT_HEADER_CRC_OFFSET) ||
+    if (bytes_load_u32(h + 44) != cluster_crc32c(0, h, SNAPSHOT_HEADER_CRC_OFFSET) ||
         memcmp(h, snapshot_magic, 8) != 0 || bytes_load_u32(h + 8) != SNAPSHOT_FORMAT_VERSION)
         goto out;
     uint64_t body_length = bytes_load_u64(h + 32);
@@ -349,7 +349,7 @@ int snapshot_read(const char *path, uint64_t *zxid, uint64_t *term, uint8_t **bo
     if (rv != 0)
         goto out;
     rv = CORRAL_E_CORRUPT;
-    if (bytes_load_u32(h + 40) != crc32c_extend(0, data, (size_t)body_length))
+    if (bytes_load_u32(h + 40) != cluster_crc32c(0, data, (size_t)body_length))
         goto out;
 
     *zxid = bytes_load_u64(h + 16);

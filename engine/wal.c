@@ -51,7 +51,7 @@
 #include "wal.h"
 
 #include "bytes.h"
-#include "crc32c.h"
+#include "crc.h"
 #include "error.h"
 
 #include <dirent.h>
@@ -398,7 +398,7 @@ static int wal_record_read(struct wal_reader *r, uint64_t off, bool check_crc,
     if (!h)
         return err;
     if (check_crc &&
-        crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + (size_t)len) != bytes_load_u32(h)) {
+        cluster_crc32c(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + (size_t)len) != bytes_load_u32(h)) {
         *why = "crc mismatch";
         return CORRAL_E_CORRUPT;
     }
@@ -828,7 +828,7 @@ int wal_append(struct wal *w, uint64_t index, uint64_t term, const void *payload
     bytes_store_u64(h + 20, term);
     if (len > 0)
         memcpy(h + WAL_RECORD_HEADER_SIZE, payload, len);
-    bytes_store_u32(h, crc32c_extend(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + len));
+    bytes_store_u32(h, cluster_crc32c(0, h + 4, WAL_RECORD_HEADER_SIZE - 4 + len));
     w->pending.len += WAL_RECORD_HEADER_SIZE + len;
     if (w->pending_first == 0)
         w->pending_first = index;
