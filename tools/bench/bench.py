@@ -654,7 +654,7 @@ def main():
                    warmup=2, cluster_passes=1, fsync_n=1000, watchers=[1, 1000, 10000],
                    watch_rounds={1: 20, 1000: 3, 10000: 2}, w7_nodes=100000)
     else:
-        cfg = dict(seconds=10, reps=3, sweep=[8, 32, 128], sweep_seconds=5, sweep_reps=3,
+        cfg = dict(seconds=10, reps=3, sweep=[8, 32, 128], sweep_seconds=10, sweep_reps=3,
                    conc=64, warmup=8, cluster_passes=3, fsync_n=5000,
                    watchers=[1, 1000, 10000], watch_rounds={1: 200, 1000: 10, 10000: 5},
                    w7_nodes=1000000, quiet_wait=10)
