@@ -7,7 +7,8 @@ Run through tools/bench/run.sh, which installs the packages and builds everythin
 
 What it does, in order (each step can be chosen with --only):
   fsync  the disk's floor: 100-byte write + fdatasync (tools/bench/fsyncfloor.c), back to back
-         and paced like one client's writes, on the servers' CPU
+         and paced like one client's writes, on the servers' CPU (W1-W5 measures it again
+         right before each of corral's W4 write runs, for the W4 target's per-run ratios)
   W1-W5  the three systems standalone, all three running at once, idle ones costing
          nothing; every run is repeated, and the systems take turns (A B C, B C A, ...)
   C      3-member clusters, one system at a time, fresh cluster per pass, passes rotated
@@ -525,7 +526,7 @@ def warmup(sysm, seconds):
 
 
 # ---- the phases ----------------------------------------------------------------------
-def standalone_phase(cfg, results):
+def standalone_phase(cfg, results, floors_beside):
     work = ARGS.work_dir
     systems = {}
     try:
@@ -550,6 +551,11 @@ def standalone_phase(cfg, results):
             for rep in range(reps):
                 order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]
                 for kind in order:
+                    if wl == "W4write" and kind == "corral":
+                        # W4's target is a ratio to the disk's floor, and this disk's sync
+                        # latency drifts by 2x within minutes: measure the floor right
+                        # before each corral run, so each ratio compares the same minute.
+                        floors_beside.append(floor_beside(cfg, rep))
                     r = measure(systems[kind], wl, conc, secs, rep, "standalone")
                     results.append(r)
                     log(f"  {wl:7} c={conc:<3} {kind:6} {r['ops_per_s']:9.0f}/s p50 {r['p50_ms']:.2f} "
@@ -587,16 +593,28 @@ def cluster_phase(cfg, results):
                 shutil.rmtree(s.top, ignore_errors=True)
 
 
-def fsync_phase(cfg, out):
+def floor_run(count):
     # On the servers' CPU: on this VM the disk's interrupts go to CPU 1, and a sync that
     # completes on the other core costs a cross-CPU wake-up, as it does for the servers.
-    p = subprocess.run(pinned([os.path.join(BUILD, "fsyncfloor"), ARGS.work_dir, str(cfg["fsync_n"])], 0),
+    p = subprocess.run(pinned([os.path.join(BUILD, "fsyncfloor"), ARGS.work_dir, str(count)], 0),
                        capture_output=True, text=True, check=True)
     floors = {}
     for line in p.stdout.splitlines():
         if line.startswith("RESULT"):
             r = parse_result(line)
             floors[r["way"]] = r
+    return floors
+
+
+def floor_beside(cfg, rep):
+    floors = floor_run(cfg["fsync_beside_n"])
+    log(f"  fsync floor beside W4write rep {rep}: " +
+        ", ".join(f"{w} p50 {r['p50_ms']:.3f} ms" for w, r in floors.items()))
+    return {"rep": rep, "floors": floors}
+
+
+def fsync_phase(cfg, out):
+    floors = floor_run(cfg["fsync_n"])
     out["fsync"] = floors
     log(f"fsync floor: {floors}")
 
@@ -651,11 +669,11 @@ def main():
     only = ARGS.only.split(",")
     if ARGS.quick:
         cfg = dict(seconds=3, reps=2, sweep=[8, 128], sweep_seconds=2, sweep_reps=2, conc=64,
-                   warmup=2, cluster_passes=1, fsync_n=1000, watchers=[1, 1000, 10000],
+                   warmup=2, cluster_passes=1, fsync_n=1000, fsync_beside_n=300, watchers=[1, 1000, 10000],
                    watch_rounds={1: 20, 1000: 3, 10000: 2}, w7_nodes=100000)
     else:
         cfg = dict(seconds=10, reps=3, sweep=[8, 32, 128], sweep_seconds=10, sweep_reps=3,
-                   conc=64, warmup=8, cluster_passes=3, fsync_n=5000,
+                   conc=64, warmup=8, cluster_passes=3, fsync_n=5000, fsync_beside_n=2000,
                    watchers=[1, 1000, 10000], watch_rounds={1: 200, 1000: 10, 10000: 5},
                    w7_nodes=1000000, quiet_wait=10)
     CFG = cfg
@@ -682,7 +700,8 @@ def main():
         save()
     if "W1-W5" in only:
         raw["runs"] = [r for r in raw["runs"] if r["topology"] != "standalone"]
-        standalone_phase(cfg, raw["runs"])
+        raw["fsync_beside_w4"] = []
+        standalone_phase(cfg, raw["runs"], raw["fsync_beside_w4"])
         save()
     if "C" in only:
         raw["runs"] = [r for r in raw["runs"] if r["topology"] != "cluster"]
