@@ -383,6 +383,11 @@ static int trigger_table(struct watch_registry *r, enum watch_kind kind, enum wa
 int watch_trigger(struct watch_registry *r, enum watch_event_type type, const char *path,
                   size_t length, uint64_t zxid)
 {
+    /* A watch_path exists only while a session holds it (count > 0), so with no
+     * registrations there is nothing to look up: the common case, a write nobody watches,
+     * skips hashing the path (and its parent's, for a create or delete). */
+    if (r->registration_count == 0)
+        return 0;
     switch (type) {
     case WATCH_EVENT_CREATED:
     case WATCH_EVENT_CHANGED:
