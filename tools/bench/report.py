@@ -39,6 +39,7 @@ def summary(rs):
             "p999": med([r["p999_ms"] for r in rs]),
             "srv": med([r["server_cpu_pct"] for r in rs]), "cli": med([r["client_cpu_pct"] for r in rs]),
             "us": med([r["server_us_per_op"] for r in rs]), "fl": med([r["flushes_per_s"] for r in rs]),
+            "flms": med([r["disk_ms_per_flush"] for r in rs if r.get("disk_ms_per_flush") is not None]) or None,
             "foreign": max(r["foreign_cpu_pct"] for r in rs), "err": sum(r["errors"] for r in rs),
             "limit": limits}
 
@@ -49,14 +50,15 @@ def table(runs, topo, wl, conc, name=None):
         return [], {}
     lines = [f"### {name or TITLE[wl]}, {conc} in flight ({topo})", "",
              "| system | ops/s median | min..max | p50 ms | p99 ms | p99.9 ms | server CPU % | client CPU % "
-             "| server µs/op | disk flushes/s | foreign CPU % (max) | errors | limited by |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| server µs/op | disk flushes/s | disk ms/flush | foreign CPU % (max) | errors | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     sums = {}
     for s, rs in g.items():
         m = sums[s] = summary(rs)
+        flms = f"{m['flms']:.2f}" if m["flms"] else "-"
         lines.append(f"| {LABEL[s]} (n={m['n']}) | {m['ops']:,.0f} | {m['min']:,.0f}..{m['max']:,.0f} | "
                      f"{m['p50']:.2f} | {m['p99']:.2f} | {m['p999']:.2f} | {m['srv']:.0f} | {m['cli']:.0f} | "
-                     f"{m['us']:.0f} | {m['fl']:,.0f} | {m['foreign']:.0f} | {m['err']} | {m['limit']} |")
+                     f"{m['us']:.0f} | {m['fl']:,.0f} | {flms} | {m['foreign']:.0f} | {m['err']} | {m['limit']} |")
     if "corral" in sums:
         rat = []
         for o in ("etcd", "zk"):
