@@ -1211,7 +1211,15 @@ static void snapshot_job_done(void *arg)
     } else {
         bytes_free(&job->body);
     }
+    bool written = job->result == 0;
     free(job);
+    /* One snapshot is written at a time, and whether the next is due is asked after
+     * each apply. A snapshot that came due while this one was written is taken now: a
+     * burst of writes that ended meanwhile would otherwise wait for the next write.
+     * Not after a failure, which would retry on every tick (a full disk); the next
+     * apply asks again. */
+    if (written)
+        engine_snapshot_maybe(e);
 }
 
 static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job);

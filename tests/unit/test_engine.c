@@ -443,6 +443,56 @@ static void test_engine_snapshot__big_tree_waits_for_half_an_image_of_log(void *
     assert_true(small < 500); /* but it does come, once the log is there */
 }
 
+/* Runs only the queued job at position `at`, leaving the others queued (in order). */
+static void run_job_at(size_t at)
+{
+    assert_true(at < fake_job_count);
+    struct fake_job j = fake_jobs[at];
+    memmove(fake_jobs + at, fake_jobs + at + 1, (--fake_job_count - at) * sizeof fake_jobs[0]);
+    j.work(j.arg);
+    j.done(j.arg);
+}
+
+/* One snapshot is written at a time. Writes that make the next one due while one is
+ * being written must not have to wait for yet another write: when the one in flight
+ * ends, the due one starts (a burst that ended meanwhile would otherwise leave its txns
+ * only in the log, however long the server then stays idle). */
+static void test_engine_snapshot__one_due_while_another_is_written_starts_when_it_ends(void **state)
+{
+    struct engine *e = *state;
+    close_engine(e);
+    struct engine_options options = {.data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10};
+    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
+    *state = e;
+    run_jobs();
+    struct outcome o = {0};
+    assert_int_equal(submit(e, 0, op_create("/q", NULL, 0), &o), 0);
+    run_jobs();
+    /* Write, one batch at a time, until a snapshot job is queued, and hold it there. */
+    while (fake_job_count == 0) {
+        assert_int_equal(submit(e, 0, op_create("/q/n-", "d", ENGINE_CREATE_SEQUENTIAL), &o), 0);
+        assert_int_equal(fake_job_count, 1);
+        run_job_at(0); /* the log batch; applying it may queue the snapshot */
+    }
+    struct engine_stats stats;
+    engine_stats_get(e, &stats);
+    uint64_t written = stats.snapshots_written;
+    /* 15 more txns while it is held: another snapshot is due by count. */
+    for (int i = 0; i < 15; i++) {
+        assert_int_equal(submit(e, 0, op_create("/q/n-", "d", ENGINE_CREATE_SEQUENTIAL), &o), 0);
+        assert_int_equal(fake_job_count, 2);
+        run_job_at(1); /* the log batch, behind the held snapshot */
+        assert_int_equal(fake_job_count, 1);
+    }
+    uint64_t last_zxid = o.zxid;
+    run_job_at(0);                       /* the held snapshot ends... */
+    assert_int_equal(fake_job_count, 1); /* ...and the due one starts, with no new write */
+    run_jobs();
+    engine_stats_get(e, &stats);
+    assert_int_equal(stats.snapshots_written, written + 2);
+    assert_int_equal(stats.last_snapshot_zxid, last_zxid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +510,7 @@ int main(void)
         T(test_engine_open__recovers_acknowledged_state),
         T(test_engine_open__recovers_from_snapshot_and_log),
         T(test_engine_snapshot__big_tree_waits_for_half_an_image_of_log),
+        T(test_engine_snapshot__one_due_while_another_is_written_starts_when_it_ends),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
