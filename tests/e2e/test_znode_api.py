@@ -437,7 +437,6 @@ class ZnodeApiTest(ServerTestCase):
         self.assertEqual(self.c.exists(p + "/big2").status, 404)
         self.assertEqual(self.stat(p + "/big")["version"], 1)
 
-
     def test_pipelined_writes_are_answered_in_order_without_waiting_for_the_tick(self):
         """An HTTP/1.1 client may send its next requests before the answers come
         (pipelining). libmicrohttpd reads such a request in the same run that sends the
@@ -475,6 +474,7 @@ class ZnodeApiTest(ServerTestCase):
         # Each write waiting for the 10 ms tick would take at least 1 s; a sync per write
         # on a slow disk (a few ms) stays well under it.
         self.assertLess(elapsed, 0.8, "100 pipelined writes took %.2f s" % elapsed)
+
 
 class SmallLimitsTest(ServerTestCase):
     """--max-data-bytes 4096 --max-body-bytes 16384: exact boundaries."""
