@@ -61,15 +61,22 @@ static void fake_log(void *d, int level, const char *message)
         fprintf(stderr, "[%d] %s\n", level, message);
 }
 
+/* Runs only the queued job at position `at`, leaving the others queued (in order): a
+ * test can hold one job (a snapshot) while later ones (log batches) complete. */
+static void run_job_at(size_t at)
+{
+    assert_true(at < fake_job_count);
+    struct fake_job j = fake_jobs[at];
+    memmove(fake_jobs + at, fake_jobs + at + 1, (--fake_job_count - at) * sizeof fake_jobs[0]);
+    j.work(j.arg);
+    j.done(j.arg);
+}
+
 /* Runs queued jobs (and those they queue) until none is left. */
 static void run_jobs(void)
 {
-    while (fake_job_count > 0) {
-        struct fake_job j = fake_jobs[0];
-        memmove(fake_jobs, fake_jobs + 1, --fake_job_count * sizeof fake_jobs[0]);
-        j.work(j.arg);
-        j.done(j.arg);
-    }
+    while (fake_job_count > 0)
+        run_job_at(0);
 }
 
 static const struct engine_host host = {

@@ -443,16 +443,6 @@ static void test_engine_snapshot__big_tree_waits_for_half_an_image_of_log(void *
     assert_true(small < 500); /* but it does come, once the log is there */
 }
 
-/* Runs only the queued job at position `at`, leaving the others queued (in order). */
-static void run_job_at(size_t at)
-{
-    assert_true(at < fake_job_count);
-    struct fake_job j = fake_jobs[at];
-    memmove(fake_jobs + at, fake_jobs + at + 1, (--fake_job_count - at) * sizeof fake_jobs[0]);
-    j.work(j.arg);
-    j.done(j.arg);
-}
-
 /* One snapshot is written at a time. Writes that make the next one due while one is
  * being written must not have to wait for yet another write: when the one in flight
  * ends, the due one starts (a burst that ended meanwhile would otherwise leave its txns

@@ -474,7 +474,8 @@ def measure(sysm, wl, conc, seconds, rep, topo):
            "server_cpu_pct": 100 * srv / el, "client_cpu_pct": 100 * cli / el,
            "foreign_cpu_pct": max(0.0, 100 * (busy - srv - cli) / el),
            "server_us_per_op": 1e6 * srv / (ops_s * el) if ops_s else 0,
-           "flushes_per_s": fl / el, "disk_ms_per_flush": fl_ms / fl if fl else None, "pinned": PIN, "waited_for_quiet_s": round(waited, 1)}
+           "flushes_per_s": fl / el, "disk_ms_per_flush": fl_ms / fl if fl else None,
+           "pinned": PIN, "waited_for_quiet_s": round(waited, 1)}
     if wal0 is not None:
         rec.update(wal_batch_figures(wal0, sysm.wal_stats()))
     rec["limit"] = limit_of(rec)
