@@ -43,7 +43,10 @@
  *     install is pending (at most 4 election timeouts), APPENDs are not processed.
  *   - SNAPSHOT_TAKEN must not exceed the commit index (CLUSTER_E_INVALID).
  *   - Check-quorum (6.2): a leader steps down after an election timeout without hearing
- *     from a majority; raft_has_quorum says whether it currently has.
+ *     from a majority; raft_has_quorum says whether it currently has. The host steps a
+ *     leader at least every heartbeat (next_tick_ms); after a step gap longer than a
+ *     heartbeat plus half an election timeout (the host was not running it) the check is
+ *     put off by one election timeout instead of judging by answers it could not read.
  *
  * Ownership: the core copies what it keeps. Everything an update points to is owned by
  * the core and valid until the next raft_step call on the same core.

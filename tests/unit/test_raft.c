@@ -469,6 +469,45 @@ static void test_raft_step__leader_steps_down_without_quorum(void **state)
     t_free(&c);
 }
 
+/* The leader's host did not run it for longer than an election timeout (a loaded machine
+ * descheduled it); its followers answered, but the answers are still unread when the
+ * host steps the tick. It must not step down for answers it could not read, and it must
+ * still step down when the majority is really gone. */
+static void test_raft_step__leader_that_was_not_running_does_not_step_down_on_waking(void **state)
+{
+    struct t_cluster c;
+    t_init(&c, 3);
+    t_elect(&c, 0);
+    c.now += HB;
+    t_tick(&c, 0);
+    t_deliver_all(&c);
+    assert_true(raft_has_quorum(c.r[0], c.now));
+
+    c.now += 3 * ET; /* the stall: nothing stepped */
+    t_tick(&c, 0);
+    assert_int_equal(raft_role(c.r[0]), CLUSTER_ROLE_LEADER);
+    t_deliver_all(&c); /* the heartbeats just sent are answered */
+    for (int k = 0; k < 25; k++) {
+        c.now += HB;
+        t_tick(&c, 0);
+        t_deliver_all(&c);
+        assert_int_equal(raft_role(c.r[0]), CLUSTER_ROLE_LEADER);
+    }
+    assert_true(raft_has_quorum(c.r[0], c.now));
+
+    /* The same stall with the followers really gone: deposed one check later. */
+    c.cut[0] = true;
+    c.now += 3 * ET;
+    t_tick(&c, 0);
+    assert_int_equal(raft_role(c.r[0]), CLUSTER_ROLE_LEADER);
+    for (int k = 0; k < 2 * ET / HB + 1; k++) {
+        c.now += HB;
+        t_tick(&c, 0);
+    }
+    assert_int_not_equal(raft_role(c.r[0]), CLUSTER_ROLE_LEADER);
+    t_free(&c);
+}
+
 static void test_raft_step__read_index_needs_a_majority_round(void **state)
 {
     struct t_cluster c;
@@ -637,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_raft_step__old_term_entry_not_committed_by_counting),
         cmocka_unit_test(test_raft_step__pre_vote_stops_term_inflation),
         cmocka_unit_test(test_raft_step__leader_steps_down_without_quorum),
+        cmocka_unit_test(test_raft_step__leader_that_was_not_running_does_not_step_down_on_waking),
         cmocka_unit_test(test_raft_step__read_index_needs_a_majority_round),
         cmocka_unit_test(test_raft_step__snapshot_for_lagging_follower),
         cmocka_unit_test(test_raft_message_codec__round_trip_and_corruption),
