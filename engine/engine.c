@@ -914,6 +914,35 @@ static void expiry_scan_session(void *arg, struct session *s)
     scan->expired[scan->count++] = s->id;
 }
 
+/* The host ticks every 10 ms or so; a longer gap than this between two ticks means the
+ * server did not run (stopped, starved by a loaded machine, a VM paused, swapping). */
+#define ENGINE_STALL_MS 250
+
+static void session_deadline_postpone(void *arg, struct session *s)
+{
+    s->deadline_ms += *(const uint64_t *)arg;
+}
+
+/* Time the server did not run does not count against sessions. The host steps the
+ * tick before it reads its sockets, so without this every session whose timeout fell
+ * inside a pause expired at the first tick after it, its keepalives of that time still
+ * unread (a SIGSTOP of 8 s expired a session with a 4 s timeout whose client had kept
+ * alive every second). Nobody else was served meanwhile, so nobody saw such a session's
+ * ephemerals gone: extending it is safe, as a restart's fresh timeouts are. A leader
+ * that stalled long enough to be replaced learns of it and stops expiring anything. */
+static void engine_sessions_discount_stall(struct engine *e, uint64_t now)
+{
+    uint64_t gap = e->last_tick_ms != 0 && now > e->last_tick_ms ? now - e->last_tick_ms : 0;
+    e->last_tick_ms = now;
+    if (gap <= ENGINE_STALL_MS)
+        return;
+    session_table_each(&e->sessions, session_deadline_postpone, &gap);
+    engine_logf(e, 2,
+                "the server did not run for %" PRIu64 " ms; session deadlines moved "
+                "by as much",
+                gap);
+}
+
 static void engine_sessions_expire(struct engine *e, uint64_t now)
 {
     /* Only the member that proposes (standalone, or the leader) expires sessions; the
@@ -1011,6 +1040,7 @@ void engine_tick(struct engine *e)
     if (e->shutting_down)
         return;
     uint64_t now = engine_now(e);
+    engine_sessions_discount_stall(e, now);
     engine_disk_check(e, now);
     /* Only the member that proposes expires sessions and reaps nodes: the leader, once
      * it can propose. Followers' clocks decide nothing (a follower that has not heard

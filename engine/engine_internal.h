@@ -164,6 +164,7 @@ struct engine {
     uint64_t next_disk_check_ms;
     uint64_t next_session_check_ms;
     uint64_t next_reap_ms;
+    uint64_t last_tick_ms; /* engine_now at the previous engine_tick (0: none yet) */
 
     /* Watches, event history and parked waiters (engine_watch.c). */
     struct watch_registry *watches;

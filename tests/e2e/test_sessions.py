@@ -5,7 +5,9 @@ delete ephemerals, unknown sessions, survival across a restart.
 The server runs with --tick-ms 100, so timeouts are clamped to [200, 2000] ms."""
 
 import os
+import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -215,6 +217,48 @@ class SessionsTest(ServerTestCase):
         self.assertAlive(kept)
         self.assertEqual(self.c.close_session(kept).status, 204)
         self.assertEqual(self.c.exists(e_kept).status, 404)
+
+    def test_a_stopped_server_does_not_expire_sessions_kept_alive_through_the_stop(self):
+        # A server that does not run (SIGSTOP here; a VM pause, a swap storm or a starved
+        # process alike) cannot read the keepalives sent meanwhile. On waking it must not
+        # expire the sessions whose keepalives wait in its sockets, and a session that
+        # really went quiet must still expire.
+        p = self.fresh()
+        kept, t_kept = self.open(1000)
+        quiet, t_quiet = self.open(1000)
+        e_kept = self.ephemeral(p + "/kept", kept)
+        e_quiet = self.ephemeral(p + "/quiet", quiet)
+        stop = threading.Event()
+        answers = []
+
+        def keep_alive():
+            c = self.server.client(timeout=30)
+            while not stop.is_set():
+                answers.append(c.keepalive(kept).status)
+                time.sleep(0.08)
+            c.close()
+
+        th = threading.Thread(target=keep_alive)
+        th.start()
+        try:
+            time.sleep(0.3)
+            os.kill(self.server.pid, signal.SIGSTOP)
+            try:
+                time.sleep(3 * t_kept / 1000)
+            finally:
+                os.kill(self.server.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            self.wait_gone(e_quiet, 3 * t_quiet / 1000)
+            self.assertLess(time.monotonic() - resumed, 3 * t_quiet / 1000)
+            self.assertExpired(self.c.session_info(quiet))
+            time.sleep(2 * t_kept / 1000)
+        finally:
+            stop.set()
+            th.join(30)
+        self.assertEqual(set(answers), {200}, answers)
+        self.assertEqual(self.c.exists(e_kept).status, 200)
+        self.assertEqual(self.assertAlive(kept)["ephemerals"], [e_kept])
+        self.assertEqual(self.c.close_session(kept).status, 204)
 
     def test_session_ids_are_not_reused_after_restart(self):
         before = {self.open(MAX_MS)[0] for _ in range(3)}

@@ -295,6 +295,37 @@ static void test_engine_tick__expires_silent_sessions_only(void **state)
     assert_int_equal(engine_session_touch(e, chatty), 0);
 }
 
+/* The server did not run for 3 s (stopped, starved): its keepalives of that time would
+ * sit unread when the host ticks. The session must survive the first tick after the
+ * stall, and still expire once its client really goes quiet. */
+static void test_engine_tick__a_stall_does_not_count_against_sessions(void **state)
+{
+    struct engine *e = *state;
+    uint64_t id = open_session(e, 1000);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, id, op_create("/s", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    run_jobs();
+    for (int i = 0; i < 5; i++) {
+        clock_ms += 100;
+        assert_int_equal(engine_session_touch(e, id), 0);
+        engine_tick(e);
+        run_jobs();
+    }
+    clock_ms += 3000;
+    engine_tick(e);
+    run_jobs();
+    const struct znode *n;
+    assert_int_equal(engine_lookup(e, "/s", 2, &n), 0);
+    assert_int_equal(engine_session_touch(e, id), 0); /* the keepalive read after the tick */
+    for (int i = 0; i < 12; i++) {
+        clock_ms += 100;
+        engine_tick(e);
+        run_jobs();
+    }
+    assert_int_equal(engine_lookup(e, "/s", 2, &n), CORRAL_E_NO_NODE);
+    assert_int_equal(engine_session_touch(e, id), CORRAL_E_SESSION_EXPIRED);
+}
+
 static void test_engine_session_open__timeout_is_clamped(void **state)
 {
     struct engine *e = *state;
@@ -495,6 +526,7 @@ int main(void)
         T(test_engine_submit_ops__refuses_bad_requests),
         T(test_engine_session__close_deletes_ephemerals_in_one_txn),
         T(test_engine_tick__expires_silent_sessions_only),
+        T(test_engine_tick__a_stall_does_not_count_against_sessions),
         T(test_engine_session_open__timeout_is_clamped),
         T(test_engine_tick__reaps_containers_and_ttl_nodes),
         T(test_engine_open__recovers_acknowledged_state),
