@@ -88,7 +88,6 @@ struct raft {
     uint32_t votes;
 
     uint64_t now_ms;
-    uint64_t step_gap_ms;          /* now_ms minus the previous step's now_ms */
     uint64_t election_deadline_ms; /* follower and candidate */
     uint64_t leader_heard_ms;      /* last APPEND/SNAPSHOT from a current leader */
     bool leader_heard;
@@ -866,11 +865,6 @@ static int raft_receive(struct raft *r, const struct raft_message *m)
 
 /* ---- events ------------------------------------------------------------------------- */
 
-static bool raft_leader_was_not_running(const struct raft *r)
-{
-    return r->step_gap_ms > r->config.heartbeat_ms + r->config.election_timeout_ms / 2;
-}
-
 static void raft_tick(struct raft *r)
 {
     if (r->role == CLUSTER_ROLE_LEADER) {
@@ -878,14 +872,7 @@ static void raft_tick(struct raft *r)
          * election timeout steps down, so a partitioned leader stops taking writes and
          * its followers' pre-votes can succeed elsewhere. */
         if (r->now_ms >= r->quorum_check_ms) {
-            /* A leader is stepped at least every heartbeat. A much longer gap means the
-             * host did not run it (descheduled by a loaded machine, stopped, swapping):
-             * the followers' answers of that time sit unread in its sockets, and a host
-             * steps the tick first, so their last_heard says nothing. Judge one election
-             * timeout later, when the heartbeats sent now have had their chance. Bounded:
-             * an unreachable majority still deposes it then; followers that timed out
-             * meanwhile elect a leader whose higher term deposes it sooner. */
-            if (!raft_leader_was_not_running(r) && !raft_has_quorum(r, r->now_ms)) {
+            if (!raft_has_quorum(r, r->now_ms)) {
                 raft_become_follower(r, r->term, 0);
                 return;
             }
@@ -1063,9 +1050,19 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *u
     r->update_first = 0;
     r->hard_state_changed = false;
     r->no_memory = false;
-    r->step_gap_ms = ev->now_ms > r->now_ms ? ev->now_ms - r->now_ms : 0;
+    uint64_t gap_ms = ev->now_ms > r->now_ms ? ev->now_ms - r->now_ms : 0;
     if (ev->now_ms > r->now_ms)
         r->now_ms = ev->now_ms; /* time never runs backwards here */
+    /* The host steps a leader at least every heartbeat; a much longer gap means it did
+     * not run the leader (descheduled by a loaded machine, stopped, swapping). The
+     * followers' answers of that time are unread (a host may step the tick, or one
+     * peer's message, before the rest), so their last_heard says nothing: check-quorum
+     * judges one election timeout from now, when the heartbeats sent now have had their
+     * chance. Bounded: an unreachable majority still deposes it then, and followers that
+     * timed out meanwhile elect a leader whose higher term deposes it sooner. */
+    if (r->role == CLUSTER_ROLE_LEADER &&
+        gap_ms > r->config.heartbeat_ms + r->config.election_timeout_ms / 2)
+        r->quorum_check_ms = r->now_ms + r->config.election_timeout_ms;
     enum cluster_role role0 = r->role;
     uint64_t leader0 = r->leader_id;
 
