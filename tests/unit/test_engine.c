@@ -121,6 +121,30 @@ static uint64_t open_session(struct engine *e, uint32_t timeout)
 
 /* ---- tests ---- */
 
+/* `ticks` host ticks, 100 ms apart; before each, the session `touch` (0: none) is heard
+ * from, as a keepalive read that turn would. */
+static void ticks_pass(struct engine *e, int ticks, uint64_t touch)
+{
+    for (int i = 0; i < ticks; i++) {
+        clock_ms += 100;
+        if (touch != 0)
+            assert_int_equal(engine_session_touch(e, touch), 0);
+        engine_tick(e);
+        run_jobs();
+    }
+}
+
+/* Closes the test's engine and opens the same data dir with these options. */
+static struct engine *reopen_with(void **state, const struct engine_options *options)
+{
+    close_engine(*state);
+    struct engine *e = NULL;
+    assert_int_equal(engine_open(options, &host, &e, NULL), 0);
+    *state = e;
+    run_jobs();
+    return e;
+}
+
 static void test_engine_submit_ops__answered_only_after_the_batch_is_durable(void **state)
 {
     struct engine *e = *state;
@@ -283,12 +307,7 @@ static void test_engine_tick__expires_silent_sessions_only(void **state)
     struct outcome o = {0};
     assert_int_equal(submit(e, quiet, op_create("/q", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
     run_jobs();
-    for (int i = 0; i < 12; i++) {
-        clock_ms += 100;
-        assert_int_equal(engine_session_touch(e, chatty), 0);
-        engine_tick(e);
-        run_jobs();
-    }
+    ticks_pass(e, 12, chatty);
     const struct znode *n;
     assert_int_equal(engine_lookup(e, "/q", 2, &n), CORRAL_E_NO_NODE);
     assert_int_equal(engine_session_touch(e, quiet), CORRAL_E_SESSION_EXPIRED);
@@ -305,23 +324,14 @@ static void test_engine_tick__a_stall_does_not_count_against_sessions(void **sta
     struct outcome o = {0};
     assert_int_equal(submit(e, id, op_create("/s", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
     run_jobs();
-    for (int i = 0; i < 5; i++) {
-        clock_ms += 100;
-        assert_int_equal(engine_session_touch(e, id), 0);
-        engine_tick(e);
-        run_jobs();
-    }
+    ticks_pass(e, 5, id);
     clock_ms += 3000;
     engine_tick(e);
     run_jobs();
     const struct znode *n;
     assert_int_equal(engine_lookup(e, "/s", 2, &n), 0);
     assert_int_equal(engine_session_touch(e, id), 0); /* the keepalive read after the tick */
-    for (int i = 0; i < 12; i++) {
-        clock_ms += 100;
-        engine_tick(e);
-        run_jobs();
-    }
+    ticks_pass(e, 12, 0);
     assert_int_equal(engine_lookup(e, "/s", 2, &n), CORRAL_E_NO_NODE);
     assert_int_equal(engine_session_touch(e, id), CORRAL_E_SESSION_EXPIRED);
 }
@@ -400,11 +410,8 @@ static void test_engine_open__recovers_acknowledged_state(void **state)
 
 static void test_engine_open__recovers_from_snapshot_and_log(void **state)
 {
-    struct engine *e = *state;
-    close_engine(e);
     struct engine_options options = {.data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10};
-    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
-    run_jobs(); /* no-op 2 (1 was the first open's) */
+    struct engine *e = reopen_with(state, &options); /* no-op 2 (1 was the first open's) */
     struct outcome o = {0};
     assert_int_equal(submit(e, 0, op_create("/s", NULL, 0), &o), 0);
     run_jobs();
@@ -432,13 +439,9 @@ static void test_engine_open__recovers_from_snapshot_and_log(void **state)
  * for half an image of log, however many txns come (engine_snapshot_due). */
 static void test_engine_snapshot__big_tree_waits_for_half_an_image_of_log(void **state)
 {
-    struct engine *e = *state;
-    close_engine(e);
     struct engine_options options = {
         .data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10, .snapshot_log_bytes = 2000};
-    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
-    *state = e;
-    run_jobs();
+    struct engine *e = reopen_with(state, &options);
     char value[301];
     memset(value, 'v', 300);
     value[300] = 0;
@@ -480,12 +483,8 @@ static void test_engine_snapshot__big_tree_waits_for_half_an_image_of_log(void *
  * only in the log, however long the server then stays idle). */
 static void test_engine_snapshot__one_due_while_another_is_written_starts_when_it_ends(void **state)
 {
-    struct engine *e = *state;
-    close_engine(e);
     struct engine_options options = {.data_dir = data_dir, .tick_ms = 100, .snapshot_every = 10};
-    assert_int_equal(engine_open(&options, &host, &e, NULL), 0);
-    *state = e;
-    run_jobs();
+    struct engine *e = reopen_with(state, &options);
     struct outcome o = {0};
     assert_int_equal(submit(e, 0, op_create("/q", NULL, 0), &o), 0);
     run_jobs();
