@@ -1020,21 +1020,22 @@ static void routes_stats(struct api_request *r)
      * of memory). */
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
-        "s:I,s:o}",
+        "s:I,s:I,s:o}",
         "nodes", (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal.cycle_us, "wal_write_us",
         (json_int_t)(st.wal.pwrite_us + st.wal.fdatasync_us), "sessions", (json_int_t)st.sessions,
         "data_bytes", (json_int_t)st.data_bytes, "wal_batches", (json_int_t)st.wal.batches,
         "wal_records", (json_int_t)st.wal_records, "snapshots_written",
         (json_int_t)st.snapshots_written, "last_snapshot_zxid", (json_int_t)st.last_snapshot_zxid,
-        "writes_in_flight", (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches,
-        "parked_waiters", (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events,
-        "history_bytes", (json_int_t)st.history_bytes, "history_covered_from",
-        (json_int_t)st.history_covered_from, "log_first_zxid", (json_int_t)st.log_first_zxid,
-        "wal_prealloc_fallbacks", (json_int_t)st.wal.prealloc_fallbacks, "wal_record_bytes",
-        (json_int_t)st.wal.record_bytes, "wal_zero_bytes", (json_int_t)st.wal.zero_bytes,
-        "wal_pwrite_us", (json_int_t)st.wal.pwrite_us, "wal_fdatasync_us",
-        (json_int_t)st.wal.fdatasync_us, "wal_fdatasync_max_us",
-        (json_int_t)st.wal.fdatasync_max_us, "wal_fdatasync_histogram", histogram);
+        "last_snapshot_pause_us", (json_int_t)st.last_snapshot_pause_us, "writes_in_flight",
+        (json_int_t)st.writes_in_flight, "watches", (json_int_t)st.watches, "parked_waiters",
+        (json_int_t)st.waiters, "history_events", (json_int_t)st.history_events, "history_bytes",
+        (json_int_t)st.history_bytes, "history_covered_from", (json_int_t)st.history_covered_from,
+        "log_first_zxid", (json_int_t)st.log_first_zxid, "wal_prealloc_fallbacks",
+        (json_int_t)st.wal.prealloc_fallbacks, "wal_record_bytes", (json_int_t)st.wal.record_bytes,
+        "wal_zero_bytes", (json_int_t)st.wal.zero_bytes, "wal_pwrite_us",
+        (json_int_t)st.wal.pwrite_us, "wal_fdatasync_us", (json_int_t)st.wal.fdatasync_us,
+        "wal_fdatasync_max_us", (json_int_t)st.wal.fdatasync_max_us, "wal_fdatasync_histogram",
+        histogram);
     if (!o) {
         api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
         return;

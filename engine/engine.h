@@ -352,6 +352,9 @@ struct engine_stats {
     struct wal_stats wal; /* the log's batches: count, cycle, pwrite, fdatasync, bytes */
     uint64_t snapshots_written;
     uint64_t last_snapshot_zxid;
+    /* How long the newest snapshot stopped the loop: its fork(), or its encoding on the
+     * loop for a small image (Redis's latest_fork_usec). 0 = none yet. */
+    uint64_t last_snapshot_pause_us;
     uint64_t writes_in_flight;
     uint64_t watches;
     uint64_t waiters;

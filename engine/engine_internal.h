@@ -158,6 +158,7 @@ struct engine {
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
     uint64_t last_snapshot_bytes;      /* body length of the newest snapshot (0: none) */
     uint64_t snapshots_written;
+    uint64_t last_snapshot_pause_us; /* the newest snapshot's stop of the loop */
     uint64_t wal_records;
 
     bool disk_low; /* free space under min_free_disk_bytes */

@@ -181,6 +181,13 @@ class RecoveryDamageTest(unittest.TestCase):
         self.assertTrue(taken, "no snapshot was logged")
         for line in taken:
             self.assertEqual("encoded on the loop" not in line, forked, line)
+            self.assertEqual("paused" in line and "to fork" in line, forked, line)
+        # What the snapshot cost the server (a fork, or encoding on the loop) is in the
+        # stats, as Redis's latest_fork_usec: an operator's first question on a stall.
+        stats = self.c.request("GET", "/v1/stats")
+        self.assertEqual(stats.status, 200, stats)
+        self.assertGreater(stats.body["last_snapshot_pause_us"], 0, stats.body)
+        self.assertLess(stats.body["last_snapshot_pause_us"], 5_000_000, stats.body)
         self.assertEqual(self.server.stop(), 0)
         snaps = self.server.files("snap-", ".snap")
         newest = max(snaps, key=snap_zxid)
