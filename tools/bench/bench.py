@@ -451,15 +451,40 @@ def wait_quiet(max_wait, limit_pct=20.0):
     return time.monotonic() - t0
 
 
+def freeze_probe_start():
+    """tools/bench/vmfreeze beside a run, on the client's core: this VM's host caps the
+    machine's CPU time per 100 ms, its own disk work included, and freezes both virtual
+    CPUs when the cap is reached (steal time stays 0 here). The probe sees that as late
+    wake-ups of a real-time thread."""
+    return subprocess.Popen(pinned([os.path.join(BUILD, "vmfreeze")], 1), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def freeze_probe_stop(probe):
+    probe.send_signal(signal.SIGTERM)
+    try:
+        out, _ = probe.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        probe.kill()
+        return {}
+    res = parse_result(out) or {}
+    if not res.get("seconds"):
+        return {}
+    return {"vm_frozen_ms_per_s": res["frozen_ms"] / res["seconds"],
+            "vm_freezes": int(res["freezes"]), "vm_longest_freeze_ms": res["longest_ms"]}
+
+
 def measure(sysm, wl, conc, seconds, rep, topo):
     mode = MODES[wl]
     waited = wait_quiet(CFG.get("quiet_wait", 0))
     cmd = driver_cmd(sysm, mode, conc, seconds)
     wal0 = sysm.wal_stats() if hasattr(sysm, "wal_stats") else None
+    probe = freeze_probe_start()
     srv0, cli0, busy0, fl0 = sysm.cpu(), children_cpu(), machine_busy(), disk_flushes()
     t0 = time.monotonic()
     rc, out, err = run_child(cmd, seconds + 120)
     el = time.monotonic() - t0
+    frozen = freeze_probe_stop(probe)
     srv = sysm.cpu() - srv0
     cli = children_cpu() - cli0
     busy = machine_busy() - busy0
@@ -476,6 +501,7 @@ def measure(sysm, wl, conc, seconds, rep, topo):
            "server_us_per_op": 1e6 * srv / (ops_s * el) if ops_s else 0,
            "flushes_per_s": fl / el, "disk_ms_per_flush": fl_ms / fl if fl else None,
            "pinned": PIN, "waited_for_quiet_s": round(waited, 1)}
+    rec.update(frozen)
     if wal0 is not None:
         rec.update(wal_batch_figures(wal0, sysm.wal_stats()))
     rec["limit"] = limit_of(rec)
@@ -518,6 +544,8 @@ def limit_of(r):
         return "client CPU"
     if r["foreign_cpu_pct"] >= 25:
         return "foreign load"
+    if r.get("vm_frozen_ms_per_s", 0) >= 50:
+        return "VM frozen by its host"
     if r["workload"] in ("W2", "W3", "W4write", "W5") and r["flushes_per_s"] > 0:
         return "fsync/latency"
     return "latency (round trips)"

@@ -41,6 +41,8 @@ def summary(rs):
             "us": med([r["server_us_per_op"] for r in rs]), "fl": med([r["flushes_per_s"] for r in rs]),
             "flms": med([r["disk_ms_per_flush"] for r in rs if r.get("disk_ms_per_flush") is not None]) or None,
             "foreign": max(r["foreign_cpu_pct"] for r in rs), "err": sum(r["errors"] for r in rs),
+            "frozen": med([r.get("vm_frozen_ms_per_s", 0) for r in rs]),
+            "frozen_max": max([r.get("vm_longest_freeze_ms", 0) for r in rs]),
             "limit": limits}
 
 
@@ -50,15 +52,17 @@ def table(runs, topo, wl, conc, name=None):
         return [], {}
     lines = [f"### {name or TITLE[wl]}, {conc} in flight ({topo})", "",
              "| system | ops/s median | min..max | p50 ms | p99 ms | p99.9 ms | server CPU % | client CPU % "
-             "| server µs/op | disk flushes/s | disk ms/flush | foreign CPU % (max) | errors | limited by |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| server µs/op | disk flushes/s | disk ms/flush | foreign CPU % (max) | VM frozen ms/s (longest) "
+             "| errors | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     sums = {}
     for s, rs in g.items():
         m = sums[s] = summary(rs)
         flms = f"{m['flms']:.2f}" if m["flms"] else "-"
         lines.append(f"| {LABEL[s]} (n={m['n']}) | {m['ops']:,.0f} | {m['min']:,.0f}..{m['max']:,.0f} | "
                      f"{m['p50']:.2f} | {m['p99']:.2f} | {m['p999']:.2f} | {m['srv']:.0f} | {m['cli']:.0f} | "
-                     f"{m['us']:.0f} | {m['fl']:,.0f} | {flms} | {m['foreign']:.0f} | {m['err']} | {m['limit']} |")
+                     f"{m['us']:.0f} | {m['fl']:,.0f} | {flms} | {m['foreign']:.0f} | "
+                     f"{m['frozen']:.1f} ({m['frozen_max']:.1f}) | {m['err']} | {m['limit']} |")
     if "corral" in sums:
         rat = []
         for o in ("etcd", "zk"):
@@ -115,13 +119,22 @@ def write(raw, outdir):
           "(so the JVM and the Go runtime each see one CPU). fsync on everywhere (each system's default). "
           "100-byte values. corral and etcd over HTTP/1.1 keep-alive with wrk (one thread, one "
           "request in flight per connection); ZooKeeper with its C client (libzookeeper_st, async API, "
-          "one poll loop, up to 8 sessions x window). "
+          "one poll loop, up to 8 sessions x window). Latency percentiles are wrk's, corrected for "
+          "coordinated omission (a request that waited v stands also for the ones its connection "
+          "could not send meanwhile, one per mean interval); the ZooKeeper driver applies the same "
+          "correction to its samples, so the tails compare (before 2026-12-07 it did not, and "
+          "ZooKeeper's p99 read low beside the others). "
           f"Each run lasts {cfg.get('seconds')} s ({cfg.get('sweep_seconds')} s in the concurrency sweep), "
           f"after a warm-up that is not recorded; {cfg.get('reps')} runs per figure ({cfg.get('sweep_reps')} in the sweep), "
           "systems taking turns (A B C, B C A, ...). Figures are medians with min..max. "
           "CPU % is of one core, from /proc (utime+stime); 'foreign' is the rest of the machine's busy CPU "
-          "(other jobs on this shared VM). 'limited by' is the server's core being >= 85% busy, "
-          "else the client's, else foreign load, else fsync (writes) or round trips.", ""]
+          "(other jobs on this shared VM). 'VM frozen' is time in which the host ran neither of the "
+          "VM's CPUs (tools/bench/vmfreeze: late wake-ups of a real-time thread; this host caps the "
+          "VM's CPU time per 100 ms, its own disk work included, and steal time reads 0), median ms per "
+          "second with the longest freeze in any run: a run's p99 cannot be below its freezes when "
+          "they hit 1% of its requests. 'limited by' is the server's core being >= 85% busy, "
+          "else the client's, else foreign load, else the VM frozen >= 5% of the time, else fsync "
+          "(writes) or round trips.", ""]
     all_sums = {}
     md += ["## Standalone", ""]
     conc = cfg.get("conc", 64)
