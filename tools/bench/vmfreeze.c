@@ -14,8 +14,8 @@
  *
  * Runs until SIGTERM or SIGINT, then prints one line:
  *   RESULT frozen_ms=.. freezes=.. longest_ms=.. seconds=.. rt=1
- * frozen_ms sums the lateness of the late wake-ups (each minus the period it should have
- * slept anyway is already excluded: lateness is measured from the wake-up deadline).
+ * frozen_ms sums how late the late wake-ups were, each measured from its deadline (so the
+ * sleep itself is not counted); freezes counts them and longest_ms is the worst.
  */
 #define _GNU_SOURCE
 #include <errno.h>
