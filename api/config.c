@@ -43,7 +43,8 @@ static const struct config_option config_options[] = {
     {"--max-body-bytes", CONFIG_KIND_U64, CONFIG_AT(max_body_bytes), 1, "N",
      "largest HTTP request body (413 above)"},
     {"--snapshot-every", CONFIG_KIND_U64, CONFIG_AT(snapshot_every), 1, "N",
-     "txns between snapshots (a snapshot over 64 MiB also waits for half its size of log)"},
+     "txns between snapshots (a snapshot over 64 MiB also waits for half its size of log; "
+     "in a cluster each member draws 0.5-1.5x of N before each snapshot)"},
     {"--wal-segment-bytes", CONFIG_KIND_U64, CONFIG_AT(wal_segment_bytes), 4096, "N",
      "start a new log segment past this size (old segments are dropped whole)"},
     {"--wal-batches-in-flight", CONFIG_KIND_U32, CONFIG_AT(wal_batches_in_flight), 1, "N",

@@ -1271,13 +1271,34 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job);
  * of log. Small trees (an image under snapshot_log_bytes) are not held back. */
 static bool engine_snapshot_due(const struct engine *e)
 {
-    if (e->applied_index - e->last_snapshot_index < e->options.snapshot_every &&
-        e->log_bytes_since_snapshot < e->options.snapshot_log_bytes)
+    if (e->applied_index - e->last_snapshot_index < e->snapshot_due_txns &&
+        e->log_bytes_since_snapshot < e->snapshot_due_log_bytes)
         return false;
     if (e->last_snapshot_bytes > e->options.snapshot_log_bytes &&
         e->log_bytes_since_snapshot < e->last_snapshot_bytes / 2)
         return false;
     return true;
+}
+
+/* The members of a cluster apply the same txns, so with one threshold they would all
+ * take a snapshot at the same index, at the same moment: on a shared core, three forks
+ * (9-27 ms each) and three children encoding while the next write waits for a majority.
+ * ZooKeeper draws each server's threshold at random for this reason (snapCount / 2 plus
+ * a random roll, SyncRequestProcessor). Here each member draws its thresholds in
+ * [T/2, 3T/2) of the configured T before each snapshot, so that the mean interval stays
+ * T. A standalone server keeps T exactly. Called at open (after replication_open has
+ * seeded the sequence) and whenever a snapshot starts. */
+static void engine_snapshot_roll(struct engine *e)
+{
+    uint64_t txns = e->options.snapshot_every;
+    uint64_t bytes = e->options.snapshot_log_bytes;
+    if (e->options.member_count > 1) {
+        uint32_t share = 512 + replication_random_next(e) % 1024; /* of 1024 */
+        txns = txns / 1024 * share + txns % 1024 * share / 1024;
+        bytes = bytes / 1024 * share + bytes % 1024 * share / 1024;
+    }
+    e->snapshot_due_txns = txns ? txns : 1;
+    e->snapshot_due_log_bytes = bytes ? bytes : 1;
 }
 
 static void engine_snapshot_maybe(struct engine *e)
@@ -1287,6 +1308,7 @@ static void engine_snapshot_maybe(struct engine *e)
     if (!engine_snapshot_due(e))
         return;
     e->log_bytes_since_snapshot = 0;
+    engine_snapshot_roll(e);
     struct snapshot_job *job = calloc(1, sizeof *job); /* freed by snapshot_job_done */
     if (!job)
         return;
@@ -1558,6 +1580,8 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     e->options = *options;
     e->host = *host;
     engine_options_defaults(&e->options);
+    e->snapshot_due_txns = e->options.snapshot_every; /* exact until the roll at the end */
+    e->snapshot_due_log_bytes = e->options.snapshot_log_bytes;
     uint64_t started = engine_now(e);
     int rc = 0;
     if (engine_dir_make(e->options.data_dir) != 0) {
@@ -1619,6 +1643,7 @@ int engine_open(const struct engine_options *options, const struct engine_host *
         goto fail;
     if ((rc = replication_open(e, replay.entries, replay.count)) != 0)
         goto fail;
+    engine_snapshot_roll(e);
     free(replay.entries);
     bytes_free(&replay.payloads);
     session_table_each(&e->sessions, recovery_fresh_timeouts, e);

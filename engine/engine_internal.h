@@ -156,7 +156,11 @@ struct engine {
     bool shutting_down;
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
-    uint64_t last_snapshot_bytes;      /* body length of the newest snapshot (0: none) */
+    /* This member's snapshot thresholds (txns, log bytes) until its next snapshot: the
+     * configured ones, or in a cluster a random share of them (engine_snapshot_roll). */
+    uint64_t snapshot_due_txns;
+    uint64_t snapshot_due_log_bytes;
+    uint64_t last_snapshot_bytes; /* body length of the newest snapshot (0: none) */
     uint64_t snapshots_written;
     uint64_t last_snapshot_pause_us; /* the newest snapshot's stop of the loop */
     uint64_t wal_records;
@@ -227,6 +231,9 @@ int replication_propose(struct engine *e, const struct bytes *payload, uint64_t 
 int replication_can_propose(struct engine *e);
 void replication_wal_kick(struct engine *e);
 void replication_tick(struct engine *e);
+/* The next number of the engine's splitmix64 sequence (jitter_state; seeded by
+ * replication_open from the host's random_bytes). */
+uint32_t replication_random_next(struct engine *e);
 /* The engine took a snapshot at index (the core may forget entries before it). */
 void replication_snapshot_taken(struct engine *e, uint64_t index, uint64_t term);
 /* Follower side of a write: sends it to the leader; done is called once the result

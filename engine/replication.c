@@ -122,6 +122,11 @@ static uint32_t replication_random(void *arg)
     return (uint32_t)((z ^ (z >> 31)) >> 32);
 }
 
+uint32_t replication_random_next(struct engine *e)
+{
+    return replication_random(e);
+}
+
 static uint32_t member_count(const struct engine *e)
 {
     return e->options.member_count > 1 ? e->options.member_count : 1;

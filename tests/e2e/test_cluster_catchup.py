@@ -2,9 +2,10 @@
 """Catch-up of a member that fell behind, and repair of a member whose log diverged.
 
 1. A follower is killed; 100,000 creates (200 /v1/multi of 500) and then 20,500 single
-   writes happen without it, on a cluster run with --snapshot-every 20000: the leader
-   snapshots at 20,000 entries and compacts its log (it keeps 10,000 trailing entries),
-   so the follower's next entry is gone and it must install the leader's snapshot. After
+   writes happen without it, on a cluster run with --snapshot-every 6000 (each member
+   draws 3,000-8,999 txns before each snapshot): the leader snapshots past zxid 11,700
+   and compacts its log (it keeps 10,000 trailing entries), so the follower's next
+   entry is gone and it must install the leader's snapshot. After
    its restart it must report the snapshot install, reach the same zxid, and have the
    same tree (children counts of every parent, a random sample of 1,000 nodes with data
    and stat, the hot keys, and every parent's stat).
@@ -64,9 +65,9 @@ class Catchup(unittest.TestCase):
     def test_member_catches_up_by_snapshot(self):
         # An election timeout of 1 s rather than 300 ms: this test is about catching up,
         # and on a loaded CI machine (other cluster tests beside it, 120,000 writes, a
-        # snapshot fork every 20,000) a member can miss 300 ms of heartbeats.
+        # snapshot fork every few thousand txns) a member can miss 300 ms of heartbeats.
         cl = self.cluster = Cluster("cluster_catchup", 3,
-                                    ["--snapshot-every", "20000", "--tick-ms", "200", "--request-timeout-ms", "30000"],
+                                    ["--snapshot-every", "6000", "--tick-ms", "200", "--request-timeout-ms", "30000"],
                                     election_timeout_ms=1000, request_timeout_ms=20000)
         cl.start(timeout=60)
         leader = cl.wait_leader()
@@ -119,8 +120,11 @@ class Catchup(unittest.TestCase):
         t2 = time.monotonic()
         print("\n100,000 creates in %.1fs (multi), %d single writes in %.1fs (%d retried)"
               % (t1 - t0, SINGLE_WRITES, t2 - t1, len(retried)), flush=True)
-        # The leader snapshotted and compacted past the lagger's position.
-        leader.wait_for_log(r"snapshot at zxid [1-9]", timeout=60)
+        # The leader snapshotted and compacted past the lagger's position: its
+        # thresholds are drawn in [3,000, 9,000) and the writes end past zxid 20,700, so
+        # one snapshot starts at 11,700 or later, and the 10,000 entries kept behind it
+        # no longer reach back to the lagger's next one.
+        leader.wait_for_log(r"snapshot at zxid (1[1-9]|[2-9][0-9])[0-9]{3}:", timeout=60)
         leader_zxid = leader.info()["zxid"]
         self.assertGreater(leader_zxid - lagger_zxid, 20000)
         lagger.start()
@@ -172,12 +176,13 @@ class Catchup(unittest.TestCase):
             self.assertEqual(g.status, 200, (m.id, g))
 
     def test_catch_up_after_many_snapshots(self):
-        # A follower that missed 13,000 entries across six leader snapshots (every 2,000)
-        # catches up exactly. Which path it takes is printed: by the code's design (10,000
+        # A follower that missed 13,000 entries across about a dozen leader snapshots
+        # (--snapshot-every 1000: each member snapshots after a random 500 to 1,499 txns,
+        # so that members do not all snapshot at once) catches up exactly. Which path it takes is printed: by the code's design (10,000
         # trailing entries kept after a snapshot) it should be a snapshot install, but we
         # have seen it replay entries the leader should have compacted (see the report:
         # suspected missing log compaction). Not asserted: it varies from run to run.
-        cl = self.cluster = Cluster("cluster_snapinstall", 3, ["--snapshot-every", "2000", "--request-timeout-ms", "30000"],
+        cl = self.cluster = Cluster("cluster_snapinstall", 3, ["--snapshot-every", "1000", "--request-timeout-ms", "30000"],
                                     request_timeout_ms=20000)
         cl.start(timeout=60)
         leader = cl.wait_leader()
@@ -205,7 +210,25 @@ class Catchup(unittest.TestCase):
         for th in ths:
             th.join(600)
         self.assertEqual(errors, [])
-        leader.wait_for_log(r"snapshot at zxid 1[2-9][0-9]{3}", timeout=60)
+        # The writes end past zxid 13,000 and snapshots come less than 1,500 txns apart,
+        # so one lands at 11,000 or later: its log keeps 10,000 entries, which no longer
+        # reach back to the follower's next one.
+        leader.wait_for_log(r"snapshot at zxid 1[1-9][0-9]{3}", timeout=60)
+        # Each member draws its snapshot threshold in [500, 1500) before each snapshot,
+        # so that members do not fork at once. With one fixed threshold every interval
+        # between a member's snapshots would be 1,000 or more (a snapshot is due only
+        # once 1,000 txns were applied since the last); with the draws, about half are
+        # under 950. Two members, a dozen intervals each: all 950 or more by chance is
+        # ~0.55^24.
+        other = [m for m in cl if m.id not in (leader.id, lagger.id)][0]
+
+        def snapshot_intervals(m):
+            zxids = sorted(int(line.split("snapshot at zxid ")[1].split(":")[0])
+                           for line in m.log_lines(r"snapshot at zxid [0-9]+:"))
+            return [b - a for a, b in zip(zxids, zxids[1:])]
+        intervals = snapshot_intervals(leader) + snapshot_intervals(other)
+        self.assertGreaterEqual(len(intervals), 10, intervals)
+        self.assertLess(min(intervals), 950, intervals)
         leader_zxid = leader.info()["zxid"]
         lagger.start()
         cl.wait_healthy(timeout=120)
