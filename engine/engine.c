@@ -1260,9 +1260,21 @@ static void snapshot_job_done(void *arg)
 
 static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job);
 
-/* A snapshot is due after snapshot_every txns or snapshot_log_bytes of log. On a big
- * tree it is also held back until the log since the last one is half that snapshot's
- * size (Redis rewrites its AOF on the same kind of rule): the cost of a snapshot grows
+/* A configured snapshot threshold scaled by this member's draw (engine_snapshot_roll):
+ * share / 1024 of it, computed without overflow for any value; at least 1. */
+static uint64_t engine_snapshot_threshold(const struct engine *e, uint64_t configured)
+{
+    if (e->snapshot_share == 0)
+        return configured; /* standalone, or not drawn yet */
+    uint64_t scaled =
+        configured / 1024 * e->snapshot_share + configured % 1024 * e->snapshot_share / 1024;
+    return scaled ? scaled : 1;
+}
+
+/* A snapshot is due after snapshot_every txns or snapshot_log_bytes of log (each scaled
+ * by the member's draw in a cluster). On a big tree it is also held back until the log
+ * since the last one is half that snapshot's size (Redis rewrites its AOF on the same
+ * kind of rule): the cost of a snapshot grows
  * with the tree, not with the txns, so a fixed interval makes a big tree snapshot all
  * the time. Measured (W3, 64 writers, server pinned, tree growing to 1.4M znodes): with
  * a snapshot every 100,000 txns a child was encoding 5-20 s of every ~7 s, and the
@@ -1271,8 +1283,9 @@ static bool engine_snapshot_fork(struct engine *e, struct snapshot_job *job);
  * of log. Small trees (an image under snapshot_log_bytes) are not held back. */
 static bool engine_snapshot_due(const struct engine *e)
 {
-    if (e->applied_index - e->last_snapshot_index < e->snapshot_due_txns &&
-        e->log_bytes_since_snapshot < e->snapshot_due_log_bytes)
+    if (e->applied_index - e->last_snapshot_index <
+            engine_snapshot_threshold(e, e->options.snapshot_every) &&
+        e->log_bytes_since_snapshot < engine_snapshot_threshold(e, e->options.snapshot_log_bytes))
         return false;
     if (e->last_snapshot_bytes > e->options.snapshot_log_bytes &&
         e->log_bytes_since_snapshot < e->last_snapshot_bytes / 2)
@@ -1290,15 +1303,8 @@ static bool engine_snapshot_due(const struct engine *e)
  * seeded the sequence) and whenever a snapshot starts. */
 static void engine_snapshot_roll(struct engine *e)
 {
-    uint64_t txns = e->options.snapshot_every;
-    uint64_t bytes = e->options.snapshot_log_bytes;
-    if (e->options.member_count > 1) {
-        uint32_t share = 512 + replication_random_next(e) % 1024; /* of 1024 */
-        txns = txns / 1024 * share + txns % 1024 * share / 1024;
-        bytes = bytes / 1024 * share + bytes % 1024 * share / 1024;
-    }
-    e->snapshot_due_txns = txns ? txns : 1;
-    e->snapshot_due_log_bytes = bytes ? bytes : 1;
+    if (e->options.member_count > 1)
+        e->snapshot_share = 512 + replication_random_next(e) % 1024;
 }
 
 static void engine_snapshot_maybe(struct engine *e)
@@ -1580,8 +1586,6 @@ int engine_open(const struct engine_options *options, const struct engine_host *
     e->options = *options;
     e->host = *host;
     engine_options_defaults(&e->options);
-    e->snapshot_due_txns = e->options.snapshot_every; /* exact until the roll at the end */
-    e->snapshot_due_log_bytes = e->options.snapshot_log_bytes;
     uint64_t started = engine_now(e);
     int rc = 0;
     if (engine_dir_make(e->options.data_dir) != 0) {

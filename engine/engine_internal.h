@@ -156,10 +156,10 @@ struct engine {
     bool shutting_down;
     uint64_t last_snapshot_index;
     uint64_t log_bytes_since_snapshot; /* a few huge multis also call for a snapshot */
-    /* This member's snapshot thresholds (txns, log bytes) until its next snapshot: the
-     * configured ones, or in a cluster a random share of them (engine_snapshot_roll). */
-    uint64_t snapshot_due_txns;
-    uint64_t snapshot_due_log_bytes;
+    /* This member's draw for its next snapshot, in 1/1024ths of the configured
+     * thresholds (512..1535, engine_snapshot_roll); 0 = the configured ones exactly
+     * (standalone, and a cluster member until replication_open seeds the draw). */
+    uint32_t snapshot_share;
     uint64_t last_snapshot_bytes; /* body length of the newest snapshot (0: none) */
     uint64_t snapshots_written;
     uint64_t last_snapshot_pause_us; /* the newest snapshot's stop of the loop */

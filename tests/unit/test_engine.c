@@ -119,6 +119,16 @@ static uint64_t open_session(struct engine *e, uint32_t timeout)
     return o.session_id;
 }
 
+/* A session (1 s timeout) holding one ephemeral node at path, already durable. */
+static uint64_t session_with_ephemeral(struct engine *e, const char *path)
+{
+    uint64_t id = open_session(e, 1000);
+    struct outcome o = {0};
+    assert_int_equal(submit(e, id, op_create(path, NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
+    run_jobs();
+    return id;
+}
+
 /* ---- tests ---- */
 
 /* `ticks` host ticks, 100 ms apart; before each, the session `touch` (0: none) is heard
@@ -273,10 +283,8 @@ static void test_engine_submit_ops__refuses_bad_requests(void **state)
 static void test_engine_session__close_deletes_ephemerals_in_one_txn(void **state)
 {
     struct engine *e = *state;
-    uint64_t id = open_session(e, 1000);
+    uint64_t id = session_with_ephemeral(e, "/e1");
     struct outcome o = {0};
-    assert_int_equal(submit(e, id, op_create("/e1", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
-    run_jobs();
     /* e2's create is still in flight when the close is prepped */
     assert_int_equal(submit(e, id, op_create("/e2", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
     assert_int_equal(submit(e, id, op_create("/e2/child", NULL, 0), &o),
@@ -302,11 +310,8 @@ static void test_engine_session__close_deletes_ephemerals_in_one_txn(void **stat
 static void test_engine_tick__expires_silent_sessions_only(void **state)
 {
     struct engine *e = *state;
-    uint64_t quiet = open_session(e, 1000);
+    uint64_t quiet = session_with_ephemeral(e, "/q");
     uint64_t chatty = open_session(e, 1000);
-    struct outcome o = {0};
-    assert_int_equal(submit(e, quiet, op_create("/q", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
-    run_jobs();
     ticks_pass(e, 12, chatty);
     const struct znode *n;
     assert_int_equal(engine_lookup(e, "/q", 2, &n), CORRAL_E_NO_NODE);
@@ -320,10 +325,7 @@ static void test_engine_tick__expires_silent_sessions_only(void **state)
 static void test_engine_tick__a_stall_does_not_count_against_sessions(void **state)
 {
     struct engine *e = *state;
-    uint64_t id = open_session(e, 1000);
-    struct outcome o = {0};
-    assert_int_equal(submit(e, id, op_create("/s", NULL, ENGINE_CREATE_EPHEMERAL), &o), 0);
-    run_jobs();
+    uint64_t id = session_with_ephemeral(e, "/s");
     ticks_pass(e, 5, id);
     clock_ms += 3000;
     engine_tick(e);
