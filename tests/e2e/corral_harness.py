@@ -16,6 +16,7 @@ import atexit
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -63,8 +64,35 @@ def corrald_binary():
     return path
 
 
+# Independent of the random module, which tests seed: parallel test processes must not
+# draw the same ports.
+_PORT_RANDOM = random.SystemRandom()
+
+
+def _ephemeral_port_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port that was free on 127.0.0.1 a moment ago (bind to port 0)."""
+    """A TCP port that was free on 127.0.0.1 a moment ago, below the kernel's ephemeral
+    range. A port from bind(0) is an ephemeral one, and until the server binds it any
+    outgoing connection may take it as its source port (a peer link of a cluster in a
+    test running beside this one): seen in CI as a member whose peer port stayed
+    "Address already in use" for the whole test. Ports below the range are only ever
+    bound on purpose."""
+    start = _ephemeral_port_start()
+    for _ in range(100 if start > 11000 else 0):
+        port = _PORT_RANDOM.randrange(10000, start)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
