@@ -402,8 +402,14 @@ def driver_cmd(sysm, mode, conc, seconds):
         sessions = min(conc, 8)
         return [os.path.join(BUILD, "zkbench"), "-H", sysm.hostport(), "-m", mode,
                 "-s", str(sessions), "-w", str(max(1, conc // sessions)), "-d", str(seconds)]
+    # Reads go to a URL with the node's path: http.lua then leaves the request to wrk's
+    # static path (no Lua call per request), which the load generator's core needs to
+    # keep up with corral's reads.
+    path = ""
+    if mode == "get":
+        path = "/v2/keys/bench/k0" if sysm.kind == "etcd" else "/v1/znodes/bench/k0"
     return ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA,
-            f"http://127.0.0.1:{sysm.port}", "--", sysm.kind, mode]
+            f"http://127.0.0.1:{sysm.port}{path}", "--", sysm.kind, mode]
 
 
 def run_child(cmd, timeout):
