@@ -85,14 +85,15 @@ def free_port():
     "Address already in use" for the whole test. Ports below the range are only ever
     bound on purpose."""
     start = _ephemeral_port_start()
-    for _ in range(100 if start > 11000 else 0):
-        port = _PORT_RANDOM.randrange(10000, start)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    if start > 11000:
+        for _ in range(100):
+            port = _PORT_RANDOM.randrange(10000, start)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

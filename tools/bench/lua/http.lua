@@ -39,14 +39,7 @@ local function set(k)
   return wrk.format("PUT", "/v1/znodes/bench/k" .. k, corral_json, corral_set)
 end
 
--- A URL with a path (bench.py gives one for reads) means: GET that path, the same request
--- every time. Then the script defines no request(), and wrk formats the request once and
--- sends the same bytes on every connection (its "static" request) instead of calling into
--- Lua for each one. Measured: with a Lua call per request and a response() callback, wrk
--- used its whole core at 53-63k reads/s at 64 connections while corral's core was 73-83 %
--- busy (tools/bench/results/2026-12-07-am3), so W1 measured the load generator.
-if wrk.path == "/" then
-request = function()
+local function varied_request()
   if mode == "set" then
     return set(math.random(0, 999))
   elseif mode == "create" then
@@ -58,7 +51,14 @@ request = function()
   end
   return get(0)
 end
-end
+
+-- A URL with a path (bench.py gives one for reads) means: GET that path, the same request
+-- every time. Then the script defines no request(), and wrk formats the request once and
+-- sends the same bytes on every connection (its "static" request) instead of calling into
+-- Lua for each one. Measured: with a Lua call per request and a response() callback, wrk
+-- used its whole core at 53-63k reads/s at 64 connections while corral's core was 73-83 %
+-- busy (tools/bench/results/2026-12-07-am3), so W1 measured the load generator.
+if wrk.path == "/" then request = varied_request end
 
 done = function(summary, latency, requests)
   io.write(string.format(
