@@ -9,12 +9,13 @@
 #include <string.h>
 
 enum config_kind {
-    CONFIG_KIND_FLAG,   /* no value (--help) */
-    CONFIG_KIND_U32,    /* unsigned 32-bit at offset */
-    CONFIG_KIND_U64,    /* unsigned 64-bit at offset */
-    CONFIG_KIND_STRING, /* const char * at offset */
-    CONFIG_KIND_LISTEN, /* ADDR:PORT */
-    CONFIG_KIND_LEVEL,  /* debug|info|warn|error */
+    CONFIG_KIND_FLAG,       /* no value (--help) */
+    CONFIG_KIND_U32,        /* unsigned 32-bit at offset */
+    CONFIG_KIND_U64,        /* unsigned 64-bit at offset */
+    CONFIG_KIND_STRING,     /* const char * at offset */
+    CONFIG_KIND_LISTEN,     /* ADDR:PORT */
+    CONFIG_KIND_LEVEL,      /* debug|info|warn|error, stored as its index (int) */
+    CONFIG_KIND_SCHEDULING, /* batch|normal, stored as its index (int) */
 };
 
 struct config_option {
@@ -27,6 +28,20 @@ struct config_option {
 };
 
 #define CONFIG_AT(field) offsetof(struct config, field)
+
+/* Indexed by enum config_log_level and enum config_scheduling_policy. */
+static const char *const config_level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const config_scheduling_names[] = {"batch", "normal", NULL};
+
+/* The words a choice option accepts, NULL-ended (NULL for other kinds). */
+static const char *const *config_choices(enum config_kind kind)
+{
+    if (kind == CONFIG_KIND_LEVEL)
+        return config_level_names;
+    if (kind == CONFIG_KIND_SCHEDULING)
+        return config_scheduling_names;
+    return NULL;
+}
 
 /* The one table: parser and help both read it. */
 static const struct config_option config_options[] = {
@@ -70,6 +85,9 @@ static const struct config_option config_options[] = {
      "bytes of change events kept in memory, at most"},
     {"--log-level", CONFIG_KIND_LEVEL, CONFIG_AT(log_level), 0, "LEVEL",
      "debug, info, warn or error"},
+    {"--scheduling-policy", CONFIG_KIND_SCHEDULING, CONFIG_AT(scheduling_policy), 0, "POLICY",
+     "batch (a thread that wakes does not preempt a busy one: bigger batches when the "
+     "server's threads, or a cluster's members, share a core) or normal"},
     {"--id", CONFIG_KIND_U64, CONFIG_AT(id), 1, "N", "this member's id in --cluster"},
     {"--cluster", CONFIG_KIND_STRING, CONFIG_AT(cluster), 0, "SPEC",
      "quorum members \"id=httpaddr:port/peeraddr:port,...\", the same on every member"},
@@ -81,8 +99,6 @@ static const struct config_option config_options[] = {
      "a write not confirmed by a majority in time gets 504 TIMEOUT (outcome unknown)"},
     {"--help", CONFIG_KIND_FLAG, 0, 0, NULL, "print this help and exit"},
 };
-
-static const char *const config_level_names[] = {"debug", "info", "warn", "error"};
 
 void config_defaults(struct config *c)
 {
@@ -106,6 +122,7 @@ void config_defaults(struct config *c)
     c->history_events = 250000;
     c->history_bytes = 33554432;
     c->log_level = CONFIG_LOG_INFO;
+    c->scheduling_policy = CONFIG_SCHEDULING_BATCH;
     c->heartbeat_ms = 50;
     c->election_timeout_ms = 300;
     c->request_timeout_ms = 5000;
@@ -257,8 +274,9 @@ static bool config_option_apply(struct config *c, const struct config_option *o,
         c->listen_given = 1;
         return config_listen_parse(c, value) == 0;
     case CONFIG_KIND_LEVEL:
-        for (int i = 0; i < 4; i++) {
-            if (strcmp(value, config_level_names[i]) == 0) {
+    case CONFIG_KIND_SCHEDULING:
+        for (int i = 0; config_choices(o->kind)[i] != NULL; i++) {
+            if (strcmp(value, config_choices(o->kind)[i]) == 0) {
                 *(int *)(base + o->offset) = i;
                 return true;
             }
@@ -292,7 +310,8 @@ static void config_default_format(const struct config *d, const struct config_op
         snprintf(out, size, "%s", d->listen);
         return;
     case CONFIG_KIND_LEVEL:
-        snprintf(out, size, "%s", config_level_names[*(const int *)(base + o->offset)]);
+    case CONFIG_KIND_SCHEDULING:
+        snprintf(out, size, "%s", config_choices(o->kind)[*(const int *)(base + o->offset)]);
         return;
     }
 }

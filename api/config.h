@@ -15,6 +15,12 @@ enum config_log_level {
     CONFIG_LOG_ERROR = 3,
 };
 
+/* How the server's threads are scheduled (main.c explains the choice). */
+enum config_scheduling_policy {
+    CONFIG_SCHEDULING_BATCH = 0,
+    CONFIG_SCHEDULING_NORMAL = 1,
+};
+
 #define CONFIG_MAX_MEMBERS 7
 
 /* One member of a quorum, from --cluster "id=http/peer". */
@@ -48,6 +54,7 @@ struct config {
     uint64_t history_events;   /* events of the resumable watch kept in memory */
     uint64_t history_bytes;    /* and their bytes, at most */
     int log_level;             /* enum config_log_level */
+    int scheduling_policy;     /* enum config_scheduling_policy */
     uint64_t id;               /* --id: this member's id in --cluster */
     const char *cluster;       /* --cluster as given; borrowed */
     struct config_member members[CONFIG_MAX_MEMBERS]; /* parsed --cluster */

@@ -3,6 +3,7 @@
  * shutdown, all on one libuv loop thread. */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -318,6 +319,31 @@ static void corrald_nofile_raise(struct corrald *d)
                      (unsigned long long)rl.rlim_cur, d->config.max_connections);
 }
 
+/* Why SCHED_BATCH by default. A write is handed between threads: the loop thread
+ * parses it and appends it to the log's pending batch, a worker thread writes and syncs
+ * the batch, the loop answers; in a cluster, nanomsg's thread also carries each APPEND
+ * and its answer. Under the normal policy a thread that wakes (a worker whose batch is
+ * synced, nanomsg's thread with a message) preempts the busy loop thread on a shared
+ * core, so the loop stops midway through the requests at hand and batches come out
+ * smaller: more syncs and more switches per write. SCHED_BATCH (sched(7)) is the same
+ * fair scheduler without that wake-up preemption: the woken thread runs when the busy
+ * one blocks or its slice ends. Nothing changes on an idle core. Measured with three
+ * members on one core, 64 writers: 24,000 sets/s against 19,900 (medians of 6 runs,
+ * followers 4-5 us per set against 7-8); standalone at 64 writers, the same throughput.
+ * The price is on a core shared with other busy processes: corral's wake-ups wait
+ * for their slice (a few ms) instead of preempting them; --scheduling-policy normal
+ * restores the default. Threads created later (libuv's pool, nanomsg's worker, the
+ * snapshot child) inherit the policy, so it is set before any of them exists. */
+static void corrald_scheduling_apply(struct corrald *d)
+{
+    if (d->config.scheduling_policy != CONFIG_SCHEDULING_BATCH)
+        return;
+    struct sched_param param = {.sched_priority = 0};
+    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
+        corrald_logf(d, 2, "cannot set scheduling policy batch (running as normal): %s",
+                     strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     static struct corrald corrald; /* static only for its size; passed by pointer */
@@ -334,6 +360,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    corrald_scheduling_apply(d);
     /* The libuv pool is global and created on first use: size it before any uv work. */
     setenv("UV_THREADPOOL_SIZE", "4", 1);
     /* External MHD mode does not block SIGPIPE; a write to a closed socket must fail

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""corrald's threads run under the scheduling policy --scheduling-policy names: batch
+(SCHED_BATCH, the default) or normal (SCHED_OTHER).
+
+What an operator would check: every thread of the running server (the loop, libuv's
+pool that writes the log, and in a cluster nanomsg's thread) has the policy, because a
+thread that kept the normal policy would still preempt the others on wake-up; a bad
+value is refused at start with a message that names the option; --help shows the
+default."""
+
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_harness import Cluster  # noqa: E402
+from corral_harness import Server, corrald_binary, run_tests  # noqa: E402
+
+
+def thread_policies(pid):
+    """{thread id: policy} of every thread of process pid, from the kernel."""
+    tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+    return {tid: os.sched_getscheduler(tid) for tid in tids}
+
+
+class SchedulingPolicyTest(unittest.TestCase):
+    def check_running_server(self, name, extra_args, want):
+        server = Server(name, extra_args)
+        server.start()
+        try:
+            c = server.client()
+            # Writes start the log's worker threads: the policy must reach them too.
+            for i in range(20):
+                self.assertEqual(c.create("/n%d" % i, "x").status, 201)
+            policies = thread_policies(server.pid)
+            self.assertGreaterEqual(len(policies), 2, policies)  # the loop and a worker
+            self.assertEqual(set(policies.values()), {want}, policies)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        server.cleanup()
+
+    def test_default_is_batch_on_every_thread(self):
+        self.check_running_server("sched_default", (), os.SCHED_BATCH)
+
+    def test_normal_keeps_the_default_policy(self):
+        self.check_running_server("sched_normal", ("--scheduling-policy", "normal"),
+                                  os.SCHED_OTHER)
+
+    def test_cluster_members_run_batch_including_the_network_thread(self):
+        cluster = Cluster("sched_cluster", 3, proxies=False)
+        try:
+            leader = cluster.start().wait_leader()
+            c = leader.client()
+            for i in range(20):
+                self.assertEqual(c.create("/n%d" % i, "x").status, 201)
+            for member in cluster:
+                policies = thread_policies(member.pid)
+                # the loop, nanomsg's worker, at least one log worker
+                self.assertGreaterEqual(len(policies), 3, policies)
+                self.assertEqual(set(policies.values()), {os.SCHED_BATCH}, policies)
+        except BaseException:
+            cluster.mark_failed()
+            raise
+        finally:
+            cluster.cleanup()
+
+    def test_bad_value_is_refused_with_the_option_named(self):
+        r = subprocess.run([corrald_binary(), "--scheduling-policy", "fast"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("bad value 'fast' for --scheduling-policy", r.stderr)
+
+    def test_help_shows_the_choices_and_default(self):
+        r = subprocess.run([corrald_binary(), "--help"], capture_output=True, text=True,
+                           timeout=10)
+        self.assertEqual(r.returncode, 0, r)
+        line = [ln for ln in r.stdout.splitlines() if "--scheduling-policy" in ln]
+        self.assertEqual(len(line), 1, r.stdout)
+        self.assertIn("or normal (default: batch)", line[0])
+
+
+if __name__ == "__main__":
+    run_tests()
