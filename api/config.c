@@ -31,7 +31,7 @@ struct config_option {
 
 /* Indexed by enum config_log_level and enum config_scheduling_policy. */
 static const char *const config_level_names[] = {"debug", "info", "warn", "error", NULL};
-static const char *const config_scheduling_names[] = {"batch", "normal", NULL};
+static const char *const config_scheduling_names[] = {"normal", "batch", NULL};
 
 /* The words a choice option accepts, NULL-ended (NULL for other kinds). */
 static const char *const *config_choices(enum config_kind kind)
@@ -86,8 +86,8 @@ static const struct config_option config_options[] = {
     {"--log-level", CONFIG_KIND_LEVEL, CONFIG_AT(log_level), 0, "LEVEL",
      "debug, info, warn or error"},
     {"--scheduling-policy", CONFIG_KIND_SCHEDULING, CONFIG_AT(scheduling_policy), 0, "POLICY",
-     "batch (a thread that wakes does not preempt a busy one: bigger batches when the "
-     "server's threads, or a cluster's members, share a core) or normal"},
+     "normal, or batch (a thread that wakes does not preempt a busy one: bigger batches "
+     "when only corral runs on a core; much slower beside other busy programs)"},
     {"--id", CONFIG_KIND_U64, CONFIG_AT(id), 1, "N", "this member's id in --cluster"},
     {"--cluster", CONFIG_KIND_STRING, CONFIG_AT(cluster), 0, "SPEC",
      "quorum members \"id=httpaddr:port/peeraddr:port,...\", the same on every member"},
@@ -122,7 +122,7 @@ void config_defaults(struct config *c)
     c->history_events = 250000;
     c->history_bytes = 33554432;
     c->log_level = CONFIG_LOG_INFO;
-    c->scheduling_policy = CONFIG_SCHEDULING_BATCH;
+    c->scheduling_policy = CONFIG_SCHEDULING_NORMAL;
     c->heartbeat_ms = 50;
     c->election_timeout_ms = 300;
     c->request_timeout_ms = 5000;

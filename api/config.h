@@ -17,8 +17,8 @@ enum config_log_level {
 
 /* How the server's threads are scheduled (main.c explains the choice). */
 enum config_scheduling_policy {
-    CONFIG_SCHEDULING_BATCH = 0,
-    CONFIG_SCHEDULING_NORMAL = 1,
+    CONFIG_SCHEDULING_NORMAL = 0,
+    CONFIG_SCHEDULING_BATCH = 1,
 };
 
 #define CONFIG_MAX_MEMBERS 7

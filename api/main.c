@@ -319,21 +319,25 @@ static void corrald_nofile_raise(struct corrald *d)
                      (unsigned long long)rl.rlim_cur, d->config.max_connections);
 }
 
-/* Why SCHED_BATCH by default. A write is handed between threads: the loop thread
- * parses it and appends it to the log's pending batch, a worker thread writes and syncs
- * the batch, the loop answers; in a cluster, nanomsg's thread also carries each APPEND
- * and its answer. Under the normal policy a thread that wakes (a worker whose batch is
- * synced, nanomsg's thread with a message) preempts the busy loop thread on a shared
- * core, so the loop stops midway through the requests at hand and batches come out
- * smaller: more syncs and more switches per write. SCHED_BATCH (sched(7)) is the same
+/* --scheduling-policy batch, and why it is not the default. A write is handed between
+ * threads: the loop thread parses it and appends it to the log's pending batch, a worker
+ * thread writes and syncs the batch, the loop answers; in a cluster, nanomsg's thread
+ * also carries each APPEND and its answer. Under the normal policy a thread that wakes
+ * (a worker whose batch is synced, nanomsg's thread with a message, another member on
+ * the same core) preempts the busy loop thread, so the loop stops midway through the
+ * requests at hand and batches come out smaller. SCHED_BATCH (sched(7)) is the same
  * fair scheduler without that wake-up preemption: the woken thread runs when the busy
- * one blocks or its slice ends. Nothing changes on an idle core. Measured with three
- * members on one core, 64 writers: 24,000 sets/s against 19,900 (medians of 6 runs,
- * followers 4-5 us per set against 7-8); standalone at 64 writers, the same throughput.
- * The price is on a core shared with other busy processes: corral's wake-ups wait
- * for their slice (a few ms) instead of preempting them; --scheduling-policy normal
- * restores the default. Threads created later (libuv's pool, nanomsg's worker, the
- * snapshot child) inherit the policy, so it is set before any of them exists. */
+ * one blocks or its slice ends. Measured with three members on one core, 64 writers:
+ * 24,000 sets/s against 19,900 (medians of 6 runs; followers 4-5 us per set against
+ * 7-8); standalone, the same throughput. But a SCHED_BATCH thread does not preempt
+ * anyone else's either: beside a busy program on the same core, every wake-up waited
+ * for the scheduler's tick, and one client's reads took 4.0 ms instead of 0.06 (250
+ * against 8,300 per second), its sets 13.8 ms instead of 0.24-0.34. A coordination
+ * service must not fall 60x behind because a neighbour is busy, so normal is the
+ * default and batch is for cores that run nothing but corral.
+ * Threads created later (libuv's pool, nanomsg's worker) inherit the policy, so it is
+ * set before any of them exists; the snapshot child sets its own (SCHED_IDLE in
+ * engine.c: a SCHED_BATCH waker preempts only such a task). */
 static void corrald_scheduling_apply(struct corrald *d)
 {
     if (d->config.scheduling_policy != CONFIG_SCHEDULING_BATCH)
