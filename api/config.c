@@ -274,14 +274,16 @@ static bool config_option_apply(struct config *c, const struct config_option *o,
         c->listen_given = 1;
         return config_listen_parse(c, value) == 0;
     case CONFIG_KIND_LEVEL:
-    case CONFIG_KIND_SCHEDULING:
-        for (int i = 0; config_choices(o->kind)[i] != NULL; i++) {
-            if (strcmp(value, config_choices(o->kind)[i]) == 0) {
+    case CONFIG_KIND_SCHEDULING: {
+        const char *const *choices = config_choices(o->kind);
+        for (int i = 0; choices[i] != NULL; i++) {
+            if (strcmp(value, choices[i]) == 0) {
                 *(int *)(base + o->offset) = i;
                 return true;
             }
         }
         return false;
+    }
     }
     return false;
 }

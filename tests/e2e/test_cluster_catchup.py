@@ -179,10 +179,10 @@ class Catchup(unittest.TestCase):
         # A follower that missed 13,000 entries across about a dozen leader snapshots
         # (--snapshot-every 1000: each member snapshots after a random 500 to 1,499
         # txns, so that members do not all snapshot at once) catches up exactly. Which
-        # path it takes is printed: by the code's design (10,000
-        # trailing entries kept after a snapshot) it should be a snapshot install, but we
-        # have seen it replay entries the leader should have compacted (see the report:
-        # suspected missing log compaction). Not asserted: it varies from run to run.
+        # path it takes is printed: by the code's design (10,000 trailing entries kept
+        # after a snapshot) it should be a snapshot install, but we have seen it replay
+        # entries the leader should have compacted (see the report: suspected missing
+        # log compaction). Not asserted: it varies from run to run.
         cl = self.cluster = Cluster("cluster_snapinstall", 3, ["--snapshot-every", "1000", "--request-timeout-ms", "30000"],
                                     request_timeout_ms=20000)
         cl.start(timeout=60)

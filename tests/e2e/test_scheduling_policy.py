@@ -26,17 +26,21 @@ def thread_policies(pid):
 
 
 class SchedulingPolicyTest(unittest.TestCase):
+    def write_then_check_threads(self, client, pids, want, least_threads):
+        # Writes start the log's worker threads: the policy must reach them too.
+        for i in range(20):
+            self.assertEqual(client.create("/n%d" % i, "x").status, 201)
+        for pid in pids:
+            policies = thread_policies(pid)
+            self.assertGreaterEqual(len(policies), least_threads, policies)
+            self.assertEqual(set(policies.values()), {want}, policies)
+
     def check_running_server(self, name, extra_args, want):
         server = Server(name, extra_args)
         server.start()
         try:
-            c = server.client()
-            # Writes start the log's worker threads: the policy must reach them too.
-            for i in range(20):
-                self.assertEqual(c.create("/n%d" % i, "x").status, 201)
-            policies = thread_policies(server.pid)
-            self.assertGreaterEqual(len(policies), 2, policies)  # the loop and a worker
-            self.assertEqual(set(policies.values()), {want}, policies)
+            # the loop and at least one log worker
+            self.write_then_check_threads(server.client(), [server.pid], want, 2)
         finally:
             self.assertEqual(server.stop(), 0)
         server.cleanup()
@@ -53,14 +57,9 @@ class SchedulingPolicyTest(unittest.TestCase):
                           proxies=False)
         try:
             leader = cluster.start().wait_leader()
-            c = leader.client()
-            for i in range(20):
-                self.assertEqual(c.create("/n%d" % i, "x").status, 201)
-            for member in cluster:
-                policies = thread_policies(member.pid)
-                # the loop, nanomsg's worker, at least one log worker
-                self.assertGreaterEqual(len(policies), 3, policies)
-                self.assertEqual(set(policies.values()), {os.SCHED_BATCH}, policies)
+            # the loop, nanomsg's worker and at least one log worker in each member
+            self.write_then_check_threads(leader.client(), [m.pid for m in cluster],
+                                          os.SCHED_BATCH, 3)
         except BaseException:
             cluster.mark_failed()
             raise
