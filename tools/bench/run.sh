@@ -9,6 +9,9 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
+# corral's own build dependencies first (a fresh Debian 12 machine has none of them)
+"$root/tools/setup.sh"
+
 need=""
 command -v etcd >/dev/null || need="$need etcd-server"
 [ -f /usr/share/java/zookeeper.jar ] || need="$need zookeeper"
