@@ -231,7 +231,8 @@ static void corrald_wake_soon(void *data)
 }
 
 /* The log write of a loop turn's requests (and, in a quorum, the APPEND to each
- * follower) starts in engine_flush, called at two points of every libuv loop turn:
+ * follower, which goes with the log write that takes them) starts in engine_flush,
+ * called at two points of every libuv loop turn:
  * - check, right after the poll's I/O callbacks, for requests read there;
  * - prepare, right before the poll blocks, for requests read in a timer callback: the
  *   HTTP layer's runs after a resume are timers, and libmicrohttpd reads a connection's

@@ -698,6 +698,14 @@ static int raft_on_append(struct raft *r, const struct raft_message *m)
     return CLUSTER_OK;
 }
 
+/* With config.appends_on_flush, a follower that has been sent everything before the
+ * unflushed proposals gets them with the next FLUSH, not with the answer to its last
+ * APPEND: the host's flush is what gathers a whole log batch into one message. */
+static bool raft_peer_waits_for_flush(const struct raft *r, const struct raft_peer *p)
+{
+    return r->config.appends_on_flush && r->flush_from != 0 && p->next_index >= r->flush_from;
+}
+
 static void raft_on_append_response(struct raft *r, const struct raft_message *m)
 {
     if (r->role != CLUSTER_ROLE_LEADER)
@@ -719,8 +727,8 @@ static void raft_on_append_response(struct raft *r, const struct raft_message *m
             p->next_index = p->match_index + 1;
         /* A follower catching up gets a small window of batches in flight, not one
          * batch per round trip (and disk sync). */
-        for (int k = 0;
-             k < RAFT_PIPELINE && p->next_index <= raft_log_last(r) && !raft_snapshot_busy(r, p);
+        for (int k = 0; k < RAFT_PIPELINE && p->next_index <= raft_log_last(r) &&
+                        !raft_snapshot_busy(r, p) && !raft_peer_waits_for_flush(r, p);
              k++)
             raft_send_append(r, p);
     } else if (!raft_snapshot_busy(r, p)) {

@@ -116,9 +116,10 @@ struct raft_config {
     uint32_t max_bytes_per_message;   /* and in bytes; 0 = 1 MiB */
     /* false: each PROPOSE sends its entry at once to the followers that are caught up.
      * true: it waits for RAFT_EVENT_FLUSH, which sends all entries proposed since the
-     * last flush in one APPEND per follower. A host that gathers the proposals of one
-     * loop turn into one log write sets it and steps FLUSH at the end of the turn; the
-     * followers then get one message and one sync per turn instead of one each. */
+     * last flush in one APPEND per follower (a caught-up follower's answer does not
+     * send them either). A host that gathers proposals into one log write sets it and
+     * steps FLUSH when that write starts; the followers then get one message and one
+     * sync per log write of the leader's instead of one per entry. */
     bool appends_on_flush;
     /* The only source of randomness: returns a uniformly random 32-bit value. */
     uint32_t (*random)(void *arg);

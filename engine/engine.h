@@ -94,8 +94,9 @@ struct engine_host {
                  size_t length);
     /* When true, the engine starts a log write only from engine_flush, which the host
      * calls once at the end of every loop turn (libuv's check phase): all writes that
-     * arrived in that turn then share one fdatasync. When false (tests), it starts one
-     * as soon as something is appended. */
+     * arrived in that turn then share one fdatasync (or the next one, when a write is
+     * in flight), and the followers get them when that write starts. When false
+     * (tests), it starts one as soon as something is appended. */
     bool flush_at_loop_end;
     /* When true, a snapshot bigger than options.snapshot_inline_bytes is written by a
      * forked child from a copy-on-write image, so the loop never pauses to encode a big

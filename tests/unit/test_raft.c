@@ -155,20 +155,26 @@ static void t_tick(struct t_cluster *c, uint32_t i)
     t_step(c, i, &ev);
 }
 
+/* Delivers the oldest queued message; what it causes is queued behind the rest. */
+static void t_deliver_one(struct t_cluster *c)
+{
+    assert_true(c->qn > 0);
+    struct t_msg t = c->q[0];
+    memmove(c->q, c->q + 1, (c->qn - 1) * sizeof *c->q);
+    c->qn--;
+    t.m.entries = t.entries; /* the copy moved */
+    uint32_t to = (uint32_t)t.m.to - 1;
+    if (c->cut[to] || c->cut[t.m.from - 1])
+        return;
+    struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .message = &t.m};
+    t_step(c, to, &ev);
+}
+
 /* Delivers queued messages (and what they cause) until the queue is empty. */
 static void t_deliver_all(struct t_cluster *c)
 {
-    for (uint32_t guard = 0; c->qn && guard < 10000; guard++) {
-        struct t_msg t = c->q[0];
-        memmove(c->q, c->q + 1, (c->qn - 1) * sizeof *c->q);
-        c->qn--;
-        t.m.entries = t.entries; /* the copy moved */
-        uint32_t to = (uint32_t)t.m.to - 1;
-        if (c->cut[to] || c->cut[t.m.from - 1])
-            continue;
-        struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .message = &t.m};
-        t_step(c, to, &ev);
-    }
+    for (uint32_t guard = 0; c->qn && guard < 10000; guard++)
+        t_deliver_one(c);
 }
 
 static void t_elect(struct t_cluster *c, uint32_t i)
@@ -283,6 +289,54 @@ static void test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_appe
     assert_int_equal(raft_commit_index(c.r[0]), 5);
     assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
     assert_int_equal(c.u[0].message_count, 0);
+    t_free(&c);
+}
+
+/* With appends_on_flush, a caught-up follower's answer does not carry the proposals
+ * made since the last FLUSH: they wait for the FLUSH (the host's next log batch), so a
+ * follower gets one APPEND, and makes one sync, per log batch of the leader's. */
+static void test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_flush(void **state)
+{
+    struct t_cluster c;
+    t_init_with(&c, 3, true);
+    t_elect(&c, 0);
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    t_propose(&c, 0, 1, CLUSTER_OK);
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.qn, 2);
+    t_deliver_one(&c); /* the APPENDs of entry 2; the answers wait in the queue */
+    t_deliver_one(&c);
+    assert_int_equal(c.qn, 2);
+    t_propose(&c, 0, 2, CLUSTER_OK);
+    t_propose(&c, 0, 3, CLUSTER_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(c.q[0].m.type, RAFT_MSG_APPEND_RESPONSE);
+        t_deliver_one(&c);
+        assert_int_equal(c.u[0].message_count, 0); /* entries 3 and 4 are not sent */
+    }
+    assert_int_equal(raft_commit_index(c.r[0]), 2);
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[0].message_count, 2);
+    for (uint32_t k = 0; k < 2; k++) {
+        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
+        assert_int_equal(c.q[k].m.log_index, 2);
+        assert_int_equal(c.q[k].m.entry_count, 2);
+    }
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 4);
+    /* A follower that missed an APPEND still gets everything, the entry not flushed
+     * yet included: the heartbeat's rejection backs the leader up to what it has. */
+    c.cut[2] = true;
+    t_propose(&c, 0, 4, CLUSTER_OK);
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    t_deliver_all(&c);
+    c.cut[2] = false;
+    t_propose(&c, 0, 5, CLUSTER_OK); /* not flushed */
+    c.now += HB;
+    t_tick(&c, 0);
+    t_deliver_all(&c);
+    assert_int_equal(raft_match_index(c.r[0], 3), 6);
+    assert_int_equal(raft_commit_index(c.r[0]), 6);
     t_free(&c);
 }
 
@@ -670,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_raft_step__three_members_elect_one_leader),
         cmocka_unit_test(test_raft_step__replicates_and_commits),
         cmocka_unit_test(test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_append),
+        cmocka_unit_test(test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_flush),
         cmocka_unit_test(test_raft_step__leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_step__follower_acks_only_when_persisted),
         cmocka_unit_test(test_raft_step__conflicting_suffix_truncated),
