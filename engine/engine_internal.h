@@ -197,6 +197,7 @@ struct engine {
     uint64_t install_term;
     bool snapshot_send_in_flight;
     uint64_t next_raft_tick_ms;
+    uint64_t wal_batch_taken_ms; /* engine_now when the newest log batch was taken */
     uint64_t member_heard_ms[ENGINE_MAX_MEMBERS]; /* by position in options.members */
 
     /* Prep's error details for engine_error_set. */

@@ -54,6 +54,9 @@
 #define REPLICATION_TRAILING_ENTRIES 10000
 #define REPLICATION_TRAILING_BYTES (16u * 1024u * 1024u)
 #define REPLICATION_TOUCH_FLUSH_MS 100
+/* How long new entries wait for the leader's log write in flight before they go to the
+ * followers anyway (replication_appends_flush). */
+#define REPLICATION_APPEND_HOLD_MS 5
 
 enum forward_kind {
     FORWARD_OPS = 1,
@@ -207,7 +210,13 @@ static void wal_job_done(void *arg)
  * of every loop turn instead, and with the answers, a follower got ~3 APPENDs per
  * batch of the leader's and synced a batch of ~26 sets where the leader synced ~30
  * (3 members on one core, 64 writers, tools/bench, alternated A/B: 20.0-20.2k sets/s
- * against 21.1-23.7k now, a follower's CPU per set 9.2-9.7 us against 6.9-8.4). */
+ * against 21.1-23.7k now, a follower's CPU per set 9.2-9.7 us against 6.9-8.4).
+ *
+ * The wait is bounded: a write commits on a majority, which need not include the
+ * leader (Raft lets it write its log in parallel with the followers), so a leader
+ * whose disk stalls must not stall the cluster. Entries that have waited
+ * REPLICATION_APPEND_HOLD_MS for the leader's log write in flight go out at the end of
+ * the loop turn (engine_flush) and can commit on the followers' answers alone. */
 static void replication_appends_flush(struct engine *e)
 {
     if (e->raft != NULL && raft_flush_due(e->raft)) {
@@ -224,9 +233,11 @@ static void replication_appends_flush(struct engine *e)
 void engine_flush(struct engine *e)
 {
     replication_wal_kick(e);
-    /* Nothing taken and nothing in flight (a log change waits in deferred_log): the
-     * followers need not wait for this member's log. */
-    if (wal_in_flight_count(e->wal) == 0)
+    /* Nothing in flight (nothing taken: a log change waits in deferred_log), or the
+     * write in flight is slow: the followers need not wait for this member's log. */
+    if (e->raft != NULL && raft_flush_due(e->raft) &&
+        (wal_in_flight_count(e->wal) == 0 ||
+         engine_now(e) - e->wal_batch_taken_ms >= REPLICATION_APPEND_HOLD_MS))
         replication_appends_flush(e);
 }
 
@@ -237,6 +248,7 @@ void replication_wal_kick(struct engine *e)
         engine_fatal(e, "WAL refused a batch after an earlier failure");
     if (!batch)
         return;
+    e->wal_batch_taken_ms = engine_now(e);
     replication_appends_flush(e);              /* the batch's entries, to the followers */
     struct wal_job *job = malloc(sizeof *job); /* freed by wal_job_done */
     if (!job)
