@@ -216,7 +216,8 @@ static void wal_job_done(void *arg)
  * leader (Raft lets it write its log in parallel with the followers), so a leader
  * whose disk stalls must not stall the cluster. Entries that have waited
  * REPLICATION_APPEND_HOLD_MS for the leader's log write in flight go out at the end of
- * the loop turn (engine_flush) and can commit on the followers' answers alone. */
+ * the host's next loop turn (engine_flush; corrald's loop turns at least every 10 ms,
+ * on its tick) and can commit on the followers' answers alone. */
 static void replication_appends_flush(struct engine *e)
 {
     if (e->raft != NULL && raft_flush_due(e->raft)) {
