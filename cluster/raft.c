@@ -957,9 +957,11 @@ static int raft_on_snapshot_installed(struct raft *r, const struct raft_event *e
 }
 
 /* The proposals since the last flush, in one APPEND to each follower that had been sent
- * everything before them (pipelined: only to peers that are caught up). A follower that
- * was sent them meanwhile (an answer or a heartbeat did) has moved past flush_from and
- * is skipped; one behind it is served by its answers. */
+ * everything before them (pipelined: only to peers that are caught up), from where that
+ * follower stands: a heartbeat may have carried the first of them already, and the
+ * answer to it left the rest to this flush (raft_peer_waits_for_flush), so a follower
+ * past flush_from is sent what it lacks, not skipped. A follower sent everything has
+ * nothing to get; one behind flush_from is served by its answers. */
 static void raft_flush(struct raft *r)
 {
     uint64_t from = r->flush_from;
@@ -968,7 +970,7 @@ static void raft_flush(struct raft *r)
         return;
     for (uint32_t i = 0; i < r->peer_count; i++) {
         struct raft_peer *p = &r->peers[i];
-        if (p->next_index == from && !raft_snapshot_busy(r, p))
+        if (p->next_index >= from && p->next_index <= raft_log_last(r) && !raft_snapshot_busy(r, p))
             raft_send_append(r, p);
     }
 }

@@ -340,6 +340,36 @@ static void test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_
     t_free(&c);
 }
 
+/* With appends_on_flush, a heartbeat that carried some of the unflushed proposals must
+ * not leave the later ones stranded: the answer to it holds them for the FLUSH (the
+ * follower is past flush_from), so the FLUSH has to send them, not skip the follower
+ * for having moved past flush_from. Otherwise they wait for the next heartbeat. */
+static void test_raft_step__appends_on_flush_sends_what_a_heartbeat_left(void **state)
+{
+    struct t_cluster c;
+    t_init_with(&c, 3, true);
+    t_elect(&c, 0);
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    t_propose(&c, 0, 1, CLUSTER_OK); /* entry 2, not flushed */
+    c.now += HB;
+    t_tick(&c, 0); /* the heartbeat carries entry 2 */
+    assert_int_equal(c.qn, 2);
+    assert_int_equal(c.q[0].m.entry_count, 1);
+    t_propose(&c, 0, 2, CLUSTER_OK); /* entry 3, after the heartbeat */
+    t_deliver_all(&c);               /* entry 2 acknowledged; entry 3 waits for the flush */
+    assert_int_equal(raft_commit_index(c.r[0]), 2);
+    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c.u[0].message_count, 2);
+    for (uint32_t k = 0; k < 2; k++) {
+        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
+        assert_int_equal(c.q[k].m.log_index, 2);
+        assert_int_equal(c.q[k].m.entry_count, 1);
+    }
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 3);
+    t_free(&c);
+}
+
 static void test_raft_step__leader_counts_itself_only_when_persisted(void **state)
 {
     struct t_cluster c;
@@ -725,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_raft_step__replicates_and_commits),
         cmocka_unit_test(test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_append),
         cmocka_unit_test(test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_flush),
+        cmocka_unit_test(test_raft_step__appends_on_flush_sends_what_a_heartbeat_left),
         cmocka_unit_test(test_raft_step__leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_step__follower_acks_only_when_persisted),
         cmocka_unit_test(test_raft_step__conflicting_suffix_truncated),
