@@ -191,6 +191,21 @@ static void t_propose(struct t_cluster *c, uint32_t i, uint8_t v, int expect)
     assert_int_equal(t_step(c, i, &ev), expect);
 }
 
+/* Steps FLUSH on member 0, the leader of three, and checks that it sent one APPEND to
+ * each follower with the entries after log_index, entry_count of them. */
+static void t_flush_expect_appends(struct t_cluster *c, uint64_t log_index, uint32_t entry_count)
+{
+    uint32_t first = c->qn;
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    assert_int_equal(t_step(c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c->u[0].message_count, 2);
+    for (uint32_t k = first; k < first + 2; k++) {
+        assert_int_equal(c->q[k].m.type, RAFT_MSG_APPEND);
+        assert_int_equal(c->q[k].m.log_index, log_index);
+        assert_int_equal(c->q[k].m.entry_count, entry_count);
+    }
+}
+
 static void test_raft_step__single_member_leads_at_once(void **state)
 {
     struct t_cluster c;
@@ -265,13 +280,7 @@ static void test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_appe
     }
     assert_int_equal(c.qn, 0);
     struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
-    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
-    assert_int_equal(c.u[0].message_count, 2);
-    for (uint32_t k = 0; k < 2; k++) {
-        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
-        assert_int_equal(c.q[k].m.log_index, 1);
-        assert_int_equal(c.q[k].m.entry_count, 3);
-    }
+    t_flush_expect_appends(&c, 1, 3);
     t_deliver_all(&c);
     assert_int_equal(raft_commit_index(c.r[0]), 4);
     /* Nothing proposed since: a FLUSH sends nothing, and on a follower it is a no-op. */
@@ -315,13 +324,7 @@ static void test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_
         assert_int_equal(c.u[0].message_count, 0); /* entries 3 and 4 are not sent */
     }
     assert_int_equal(raft_commit_index(c.r[0]), 2);
-    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
-    assert_int_equal(c.u[0].message_count, 2);
-    for (uint32_t k = 0; k < 2; k++) {
-        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
-        assert_int_equal(c.q[k].m.log_index, 2);
-        assert_int_equal(c.q[k].m.entry_count, 2);
-    }
+    t_flush_expect_appends(&c, 2, 2);
     t_deliver_all(&c);
     assert_int_equal(raft_commit_index(c.r[0]), 4);
     /* A follower that missed an APPEND still gets everything, the entry not flushed
@@ -349,7 +352,6 @@ static void test_raft_step__appends_on_flush_sends_what_a_heartbeat_left(void **
     struct t_cluster c;
     t_init_with(&c, 3, true);
     t_elect(&c, 0);
-    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
     t_propose(&c, 0, 1, CLUSTER_OK); /* entry 2, not flushed */
     c.now += HB;
     t_tick(&c, 0); /* the heartbeat carries entry 2 */
@@ -358,13 +360,7 @@ static void test_raft_step__appends_on_flush_sends_what_a_heartbeat_left(void **
     t_propose(&c, 0, 2, CLUSTER_OK); /* entry 3, after the heartbeat */
     t_deliver_all(&c);               /* entry 2 acknowledged; entry 3 waits for the flush */
     assert_int_equal(raft_commit_index(c.r[0]), 2);
-    assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
-    assert_int_equal(c.u[0].message_count, 2);
-    for (uint32_t k = 0; k < 2; k++) {
-        assert_int_equal(c.q[k].m.type, RAFT_MSG_APPEND);
-        assert_int_equal(c.q[k].m.log_index, 2);
-        assert_int_equal(c.q[k].m.entry_count, 1);
-    }
+    t_flush_expect_appends(&c, 2, 1);
     t_deliver_all(&c);
     assert_int_equal(raft_commit_index(c.r[0]), 3);
     t_free(&c);

@@ -61,16 +61,6 @@ static void sent_free(void)
     sent_count = 0;
 }
 
-static const struct engine_host cluster_host = {
-    .wall_ms = fake_wall,
-    .monotonic_ms = fake_monotonic,
-    .random_bytes = fake_random,
-    .run_blocking = fake_run,
-    .log = fake_log,
-    .send = capture_send,
-    .flush_at_loop_end = true,
-};
-
 /* The peer `s->to` grants what it was asked: a (pre-)vote, or an APPEND (it now has
  * everything up to the APPEND's last entry, durably). */
 static void answer(struct engine *e, struct sent *s)
@@ -171,6 +161,11 @@ static struct engine *open_leader(void)
                                      .members = {1, 2, 3},
                                      .member_count = 3,
                                      .election_timeout_ms = T_ELECTION_MS};
+    /* fake_host.h's host, with peers and corrald's flush at the end of a loop turn
+     * (the engine keeps a copy). */
+    struct engine_host cluster_host = host;
+    cluster_host.send = capture_send;
+    cluster_host.flush_at_loop_end = true;
     struct engine *e = NULL;
     assert_int_equal(engine_open(&options, &cluster_host, &e, NULL), 0);
     run_jobs();

@@ -9,7 +9,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-# corral's own build dependencies first (a fresh Debian 12 machine has none of them)
+# corral's own build dependencies first (cmake, jemalloc, ...: a fresh Debian 12 machine
+# has none of them), then the other systems and the load generator
 "$root/tools/setup.sh"
 
 need=""
@@ -21,8 +22,6 @@ command -v gnuplot >/dev/null || need="$need gnuplot-nox"
 command -v taskset >/dev/null || need="$need util-linux"
 [ -f /usr/include/zookeeper/zookeeper.h ] || need="$need libzookeeper-mt-dev"
 [ -f /usr/lib/x86_64-linux-gnu/libzookeeper_st.so.2 ] || need="$need libzookeeper-st2"
-[ -f /usr/include/jemalloc/jemalloc.h ] || need="$need libjemalloc-dev"
-command -v cmake >/dev/null || need="$need cmake"
 if [ -n "$need" ]; then
     echo "installing:$need"
     apt-get update -qq
