@@ -55,6 +55,7 @@ struct api_request {
     bool started;        /* the first (headers-only) handler call happened */
     bool dispatched;     /* routes_dispatch ran */
     bool suspended;      /* MHD connection is suspended (parked) */
+    bool held;           /* waits for the engine without being suspended */
     bool engine_pending; /* an engine done callback will still come */
     bool orphaned;       /* MHD is done with it; the done callback frees it */
     bool response_queued;
