@@ -559,8 +559,11 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *conn, co
     routes_dispatch(r);
     if (r->has_response)
         return http_response_queue(r);
-    if (r->engine_pending && r->park_finish == NULL && s->held < HTTP_HELD_MAX) {
-        /* A write: hold it (above). The done callback runs MHD again. */
+    if (r->engine_pending && r->park_finish == NULL && s->held < HTTP_HELD_MAX &&
+        s->config->request_timeout_ms < HTTP_IDLE_TIMEOUT_S * 1000) {
+        /* A write: hold it (above). The done callback runs MHD again. MHD's idle
+         * timeout applies to a held connection (not to a suspended one), so a request
+         * timeout beyond it means suspending. */
         r->held = true;
         s->held++;
         return MHD_YES;

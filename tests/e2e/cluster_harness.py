@@ -45,11 +45,12 @@ import signal
 import socket
 import threading
 import time
+import unittest
 
 from corral_harness import (KEEP, TEST_DIR, Client, Server, free_port, znode_url,
                             children_url)
 
-__all__ = ["Cluster", "Member", "LinkProxy", "wait_until_value"]
+__all__ = ["Cluster", "ClusterTestCase", "Member", "LinkProxy", "wait_until_value"]
 
 
 def wait_until_value(fn, timeout, interval=0.05, message="condition"):
@@ -550,3 +551,42 @@ def children_of(port, path):
     if st != 200:
         raise AssertionError("children %s: %s %r" % (path, st, body))
     return body["children"]
+
+
+class ClusterTestCase(unittest.TestCase):
+    """Starts one cluster per TestCase class, shared by its tests, and keeps its data
+    dirs when a test failed. Subclasses set n, cluster_args and cluster_options (keyword
+    arguments of Cluster); with stop_checks_exit, tearDown stops the members by SIGTERM
+    and fails unless each exits 0 (a sanitizer report makes the exit non-zero)."""
+
+    n = 3
+    cluster_args = ()
+    cluster_options = {}
+    stop_checks_exit = False
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(cls.__name__, cls.n, cls.cluster_args, **cls.cluster_options)
+        try:
+            cls.cluster.start(timeout=60)
+        except Exception:
+            cls.cluster.mark_failed()
+            cls.cluster.close()
+            raise
+        cls._failed = False
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._failed:
+            cls.cluster.mark_failed()
+        rcs = cls.cluster.stop() if cls.stop_checks_exit else {}
+        cls.cluster.cleanup()
+        if any(rc != 0 for rc in rcs.values()):
+            raise AssertionError("members exited %s on SIGTERM (want 0)" % rcs)
+
+    def run(self, result=None):
+        result = super().run(result)
+        if result is not None and not result.wasSuccessful():
+            type(self)._failed = True
+        return result

@@ -8,42 +8,17 @@ not with 2."""
 import os
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from corral_harness import run_tests  # noqa: E402
-from cluster_harness import Cluster, wait_until_value  # noqa: E402
+from cluster_harness import ClusterTestCase, wait_until_value  # noqa: E402
 
 MIN_ZXID = "Corral-Min-Zxid"
 ARGS = ["--tick-ms", "200", "--request-timeout-ms", "3000"]
 
 
-class ClusterCase(unittest.TestCase):
-    n = 3
-    maxDiff = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = Cluster(cls.__name__, cls.n, ARGS)
-        try:
-            cls.cluster.start(timeout=60)
-        except Exception:
-            cls.cluster.mark_failed()
-            cls.cluster.close()
-            raise
-        cls._failed = False
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls._failed:
-            cls.cluster.mark_failed()
-        cls.cluster.cleanup()
-
-    def run(self, result=None):
-        result = super().run(result)
-        if result is not None and not result.wasSuccessful():
-            type(self)._failed = True
-        return result
+class ClusterCase(ClusterTestCase):
+    cluster_args = ARGS
 
     def leader_and_followers(self):
         leader = self.cluster.wait_healthy()

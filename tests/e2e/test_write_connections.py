@@ -16,11 +16,10 @@ import os
 import socket
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from corral_harness import run_tests, znode_url  # noqa: E402
-from cluster_harness import Cluster, _quick  # noqa: E402
+from cluster_harness import ClusterTestCase, _quick  # noqa: E402
 
 WRITERS = 300  # more than the 256 the HTTP layer holds: the rest are suspended
 
@@ -62,37 +61,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class WritesWaitingForQuorum(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # The followers are stopped for up to ~2 s at a time; a longer election timeout
-        # keeps the leader from stepping down (check-quorum) and the followers from
-        # calling an election when they come back, so the waiting writes commit.
-        cls.cluster = Cluster("write_connections", 3, ["--request-timeout-ms", "30000"],
-                              proxies=False, heartbeat_ms=100, election_timeout_ms=4000)
-        try:
-            cls.cluster.start(timeout=60)
-            cls.cluster.wait_healthy()
-        except Exception:
-            cls.cluster.mark_failed()
-            cls.cluster.cleanup()
-            raise
-        cls._failed = False
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls._failed:
-            cls.cluster.mark_failed()
-        rcs = cls.cluster.stop()
-        cls.cluster.cleanup()
-        if any(rc != 0 for rc in rcs.values()):
-            raise AssertionError("members exited %s on SIGTERM (want 0)" % rcs)
-
-    def run(self, result=None):
-        result = super().run(result)
-        if result is not None and not result.wasSuccessful():
-            type(self)._failed = True
-        return result
+class WritesWaitingForQuorum(ClusterTestCase):
+    # The followers are stopped for up to ~2 s at a time; a longer election timeout
+    # keeps the leader from stepping down (check-quorum) and the followers from calling
+    # an election when they come back, so the waiting writes commit.
+    cluster_args = ["--request-timeout-ms", "30000"]
+    cluster_options = {"proxies": False, "heartbeat_ms": 100, "election_timeout_ms": 4000}
+    stop_checks_exit = True
 
     def setUp(self):
         self.leader = self.cluster.wait_leader()
