@@ -50,6 +50,7 @@ struct api_server {
     struct api_request *parked; /* suspended requests, doubly linked */
     size_t engine_pending;      /* requests whose done callback is still due */
     size_t held;                /* requests held (not suspended) for the engine */
+    size_t held_max;            /* HTTP_HELD_MAX, or 0: see api_server_start */
     bool run_progress;          /* this MHD_run did more than ask held requests */
     uint64_t held_recheck_ms;   /* the last back-off delay; 0 after progress */
     bool stopping;              /* api_server_stop: held requests get 503 now */
@@ -559,11 +560,8 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *conn, co
     routes_dispatch(r);
     if (r->has_response)
         return http_response_queue(r);
-    if (r->engine_pending && r->park_finish == NULL && s->held < HTTP_HELD_MAX &&
-        s->config->request_timeout_ms < HTTP_IDLE_TIMEOUT_S * 1000) {
-        /* A write: hold it (above). The done callback runs MHD again. MHD's idle
-         * timeout applies to a held connection (not to a suspended one), so a request
-         * timeout beyond it means suspending. */
+    if (r->engine_pending && r->park_finish == NULL && s->held < s->held_max) {
+        /* A write: hold it (above). The done callback runs MHD again. */
         r->held = true;
         s->held++;
         return MHD_YES;
@@ -657,6 +655,9 @@ int api_server_start(const struct api_server_options *options, struct api_server
     s->config = options->config;
     s->log = options->log;
     s->log_data = options->log_data;
+    /* MHD's idle timeout applies to a held connection (not to a suspended one), so a
+     * request timeout that reaches it means suspending every write. */
+    s->held_max = s->config->request_timeout_ms < HTTP_IDLE_TIMEOUT_S * 1000 ? HTTP_HELD_MAX : 0;
     s->listen_fd = http_listen_open(s->config, error, error_size);
     if (s->listen_fd < 0) {
         free(s);

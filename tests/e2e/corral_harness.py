@@ -99,6 +99,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def raw_http_request(method, url, body=b"", content_type=None):
+    """The bytes of one HTTP/1.1 request, for tests that drive sockets themselves
+    (pipelining, many connections at once, clients that vanish)."""
+    head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, url)
+    if content_type:
+        head += "Content-Type: %s\r\n" % content_type
+    head += "Content-Length: %d\r\n\r\n" % len(body)
+    return head.encode() + body
+
+
 def znode_url(path, **query):
     """'/a/b' -> '/v1/znodes/a/b' with every segment percent-encoded as UTF-8."""
     return _route("/v1/znodes", path, query)

@@ -14,7 +14,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corral_harness import wait_until, ServerTestCase, run_tests  # noqa: E402
+from corral_harness import (ServerTestCase, raw_http_request, run_tests,  # noqa: E402
+                            wait_until)
 
 WATCHERS = 2000
 
@@ -24,14 +25,6 @@ def raise_nofile(want):
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def http_request(method, path, body=b"", content_type=None):
-    head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
-    if content_type:
-        head += "Content-Type: %s\r\n" % content_type
-    head += "Content-Length: %d\r\n\r\n" % len(body)
-    return head.encode() + body
 
 
 class WatchFanout(ServerTestCase):
@@ -44,14 +37,14 @@ class WatchFanout(ServerTestCase):
         try:
             for _ in range(WATCHERS):
                 s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(http_request("GET", "/v1/watch%s?timeout_ms=60000" % path))
+                s.sendall(raw_http_request("GET", "/v1/watch%s?timeout_ms=60000" % path))
                 watchers.append(s)
             # All parked: the server says so.
             wait_until(lambda: self.c.request("GET", "/v1/stats").body["parked_waiters"]
                        >= WATCHERS, timeout=60, message="%d parked watches" % WATCHERS)
 
             writer = socket.create_connection(("127.0.0.1", port))
-            writer.sendall(http_request("PUT", "/v1/znodes" + path, b'{"data":"now"}',
+            writer.sendall(raw_http_request("PUT", "/v1/znodes" + path, b'{"data":"now"}',
                                         "application/json"))
             # Record in which poll round each answer starts to arrive. Within one round
             # the client cannot tell which came first, and on a busy machine it may

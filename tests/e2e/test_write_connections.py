@@ -18,16 +18,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corral_harness import run_tests, znode_url  # noqa: E402
+from corral_harness import raw_http_request, run_tests, znode_url  # noqa: E402
 from cluster_harness import ClusterTestCase, _quick  # noqa: E402
 
 WRITERS = 300  # more than the 256 the HTTP layer holds: the rest are suspended
 
 
-def request_bytes(method, url, body):
-    raw = json.dumps(body).encode()
-    return (("%s %s HTTP/1.1\r\nHost: corral\r\nContent-Type: application/json\r\n"
-             "Content-Length: %d\r\n\r\n" % (method, url, len(raw))).encode() + raw)
+def json_request(method, url, body):
+    return raw_http_request(method, url, json.dumps(body).encode(), "application/json")
 
 
 def read_response(sock, timeout):
@@ -93,8 +91,8 @@ class WritesWaitingForQuorum(ClusterTestCase):
         followers = self.pause_followers()
         try:
             for i, s in enumerate(socks):
-                s.sendall(request_bytes("POST", znode_url("/w300/n%03d" % i),
-                                        {"data": "value-%d" % i}))
+                s.sendall(json_request("POST", znode_url("/w300/n%03d" % i),
+                                       {"data": "value-%d" % i}))
             time.sleep(0.3)  # the leader has read them all and waits for a follower
             # Waiting writes cost no CPU: held ones must not make the loop spin.
             before = cpu_seconds(self.leader.pid)
@@ -123,8 +121,8 @@ class WritesWaitingForQuorum(ClusterTestCase):
             self.assertEqual(body["path"], "/w300/n%03d" % i)
         # Each connection is still a working keep-alive connection.
         for i, s in enumerate(socks):
-            s.sendall(request_bytes("PUT", znode_url("/w300/n%03d" % i),
-                                    {"data": "again-%d" % i}))
+            s.sendall(json_request("PUT", znode_url("/w300/n%03d" % i),
+                                   {"data": "again-%d" % i}))
         for i, s in enumerate(socks):
             st, body = read_response(s, 30)
             self.assertEqual(st, 200, body)
@@ -140,7 +138,7 @@ class WritesWaitingForQuorum(ClusterTestCase):
         followers = self.pause_followers()
         try:
             for i, s in enumerate(socks):
-                s.sendall(request_bytes("POST", znode_url("/gone/n%02d" % i), {"data": "x"}))
+                s.sendall(json_request("POST", znode_url("/gone/n%02d" % i), {"data": "x"}))
             time.sleep(0.3)
             for i, s in enumerate(socks):
                 if i % 2 == 0:  # half reset the connection, half close it politely

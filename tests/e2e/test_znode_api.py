@@ -10,7 +10,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corral_harness import ServerTestCase, decode_data, run_tests, znode_url  # noqa: E402
+from corral_harness import (ServerTestCase, decode_data, raw_http_request, run_tests,  # noqa: E402
+                            znode_url)
 
 STAT_FIELDS = {"czxid", "mzxid", "pzxid", "ctime", "mtime", "version", "cversion",
                "aversion", "ephemeralOwner", "dataLength", "numChildren"}
@@ -448,9 +449,8 @@ class ZnodeApiTest(ServerTestCase):
         n = 100
         body = b'{"data": "%d"}'
         requests = b"".join(
-            b"PUT %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s"
-            % (znode_url(p + "/n").encode(), len(body % i), body % i) for i in range(1, n + 1))
+            raw_http_request("PUT", znode_url(p + "/n"), body % i, "application/json")
+            for i in range(1, n + 1))
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
             started = time.monotonic()
             s.sendall(requests)
