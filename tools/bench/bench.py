@@ -11,7 +11,8 @@ What it does, in order (each step can be chosen with --only):
          right before each of corral's W4 write runs, for the W4 target's per-run ratios)
   W1-W5  the three systems standalone, all three running at once, idle ones costing
          nothing; every run is repeated, and the systems take turns (A B C, B C A, ...)
-  C      3-member clusters, one system at a time, fresh cluster per pass, passes rotated
+  C      3-member clusters, one system at a time, fresh cluster per pass, passes rotated:
+         W1 at 64 in flight, W2 and W3 at 32, 64 and 128, W4 write
   W6     change-to-notification latency with 1, 1,000 and 10,000 watchers
   W7     memory and restart time with 1,000,000 znodes (--quick: 100,000)
 and writes tools/bench/results/<date>/ : results.md (the tables, ratios and targets),
@@ -618,8 +619,11 @@ def cluster_phase(cfg, results):
                 s.populate()
                 log(f"{kind} 3-member cluster up (leader member {s.leader + 1}, pids {s.pids()})")
                 warmup(s, cfg["warmup"])
-                for wl, conc in (("W1", cfg["conc"]), ("W2", cfg["conc"]), ("W3", cfg["conc"]),
-                                 ("W4write", 1)):
+                # Writes at every cluster concurrency: a member's cost per write is mostly
+                # per log batch, and batches hold about half the writers in flight, so the
+                # cluster's share of standalone moves with the writer count.
+                writes = [(wl, c) for wl in ("W2", "W3") for c in cfg["cluster_concs"]]
+                for wl, conc in [("W1", cfg["conc"])] + writes + [("W4write", 1)]:
                     r = measure(s, wl, conc, cfg["seconds"], p, "cluster")
                     results.append(r)
                     log(f"  {wl:7} c={conc:<3} {kind:6} {r['ops_per_s']:9.0f}/s p50 {r['p50_ms']:.2f} "
@@ -707,11 +711,11 @@ def main():
     only = ARGS.only.split(",")
     if ARGS.quick:
         cfg = dict(seconds=3, reps=2, sweep=[8, 128], sweep_seconds=2, sweep_reps=2, conc=64,
-                   warmup=2, cluster_passes=1, fsync_n=1000, fsync_beside_n=300, watchers=[1, 1000, 10000],
+                   warmup=2, cluster_passes=1, cluster_concs=[32, 64, 128], fsync_n=1000, fsync_beside_n=300, watchers=[1, 1000, 10000],
                    watch_rounds={1: 20, 1000: 3, 10000: 2}, w7_nodes=100000)
     else:
         cfg = dict(seconds=10, reps=3, sweep=[8, 32, 128], sweep_seconds=10, sweep_reps=3,
-                   conc=64, warmup=8, cluster_passes=3, fsync_n=5000, fsync_beside_n=2000,
+                   conc=64, warmup=8, cluster_passes=3, cluster_concs=[32, 64, 128], fsync_n=5000, fsync_beside_n=2000,
                    watchers=[1, 1000, 10000], watch_rounds={1: 200, 1000: 10, 10000: 5},
                    w7_nodes=1000000, quiet_wait=10)
     CFG = cfg
