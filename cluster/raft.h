@@ -121,6 +121,14 @@ struct raft_config {
      * steps FLUSH when that write starts; the followers then get one message and one
      * sync per log write of the leader's instead of one per entry. */
     bool appends_on_flush;
+    /* With appends_on_flush: a FLUSH sends its entries at once only to as many caught-up
+     * followers as a commit needs besides the leader (majority - 1), taking turns; the
+     * others get them with a later flush, in one APPEND with the entries of that flush
+     * (raft.c, raft_flush). Each follower then receives, syncs and answers once per two
+     * log writes of the leader's in a 3-member cluster. Only followers known to keep up
+     * are relied on: if one of the chosen has not answered everything sent to it, the
+     * flush goes to every follower. */
+    bool appends_quorum_first;
     /* The only source of randomness: returns a uniformly random 32-bit value. */
     uint32_t (*random)(void *arg);
     void *random_arg;
@@ -237,7 +245,8 @@ int raft_step(struct raft *r, const struct raft_event *event, struct raft_update
 
 /* Read-only views. */
 enum cluster_role raft_role(const struct raft *r);
-/* With config.appends_on_flush: entries were proposed since the last RAFT_EVENT_FLUSH. */
+/* With config.appends_on_flush: entries were proposed since the last RAFT_EVENT_FLUSH, or
+ * (appends_quorum_first) a follower still waits for entries a flush left to a later one. */
 bool raft_flush_due(const struct raft *r);
 uint64_t raft_term(const struct raft *r);
 uint64_t raft_leader(const struct raft *r);

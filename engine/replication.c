@@ -1215,6 +1215,10 @@ int replication_open(struct engine *e, const struct raft_entry *entries, uint64_
          * load got ~5 entries per message and synced 7x as often as the leader, which
          * cost each of them as much CPU per write as the leader's HTTP. */
         .appends_on_flush = e->host.flush_at_loop_end,
+        /* Each follower receives, syncs and answers once per two log batches of the
+         * leader's (3 members), the other half's entries coming with the next batch;
+         * commits still wait for a majority (raft.c, raft_flush). */
+        .appends_quorum_first = e->host.flush_at_loop_end,
         .random = replication_random,
         .random_arg = e,
     };

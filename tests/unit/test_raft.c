@@ -38,6 +38,7 @@ struct t_cluster {
     uint32_t qn;
     uint64_t rnd;
     bool appends_on_flush; /* config of every member (set before t_init_with) */
+    bool quorum_first;     /* config.appends_quorum_first of every member */
 };
 
 static uint32_t t_random(void *arg)
@@ -58,14 +59,17 @@ static void t_config(struct t_cluster *c, uint32_t i, struct raft_config *cfg)
     cfg->election_timeout_ms = ET;
     cfg->pre_vote = true;
     cfg->appends_on_flush = c->appends_on_flush;
+    cfg->appends_quorum_first = c->quorum_first;
     cfg->random = t_random;
     cfg->random_arg = &c->rnd;
 }
 
-static void t_init_with(struct t_cluster *c, uint32_t n, bool appends_on_flush)
+static void t_init_flushing(struct t_cluster *c, uint32_t n, bool appends_on_flush,
+                            bool quorum_first)
 {
     memset(c, 0, sizeof *c);
     c->appends_on_flush = appends_on_flush;
+    c->quorum_first = quorum_first;
     c->n = n;
     c->rnd = 42;
     c->q = calloc(T_QUEUE, sizeof *c->q);
@@ -78,6 +82,11 @@ static void t_init_with(struct t_cluster *c, uint32_t n, bool appends_on_flush)
         assert_non_null(c->r[i]);
         c->auto_persist[i] = true;
     }
+}
+
+static void t_init_with(struct t_cluster *c, uint32_t n, bool appends_on_flush)
+{
+    t_init_flushing(c, n, appends_on_flush, false);
 }
 
 static void t_init(struct t_cluster *c, uint32_t n)
@@ -363,6 +372,104 @@ static void test_raft_step__appends_on_flush_sends_what_a_heartbeat_left(void **
     t_flush_expect_appends(&c, 2, 1);
     t_deliver_all(&c);
     assert_int_equal(raft_commit_index(c.r[0]), 3);
+    t_free(&c);
+}
+
+/* Flushes the leader (member 1) and checks that exactly the members in `to` (ids) were
+ * sent an APPEND, each carrying entry_count entries. */
+static void t_flush_expect_appends_to(struct t_cluster *c, const uint64_t *to, uint32_t to_count,
+                                      uint32_t entry_count)
+{
+    uint32_t first = c->qn;
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    assert_int_equal(t_step(c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c->qn - first, to_count);
+    for (uint32_t k = 0; k < to_count; k++) {
+        bool listed = false;
+        for (uint32_t j = first; j < c->qn; j++)
+            listed = listed || c->q[j].m.to == to[k];
+        assert_true(listed);
+    }
+    for (uint32_t j = first; j < c->qn; j++) {
+        assert_int_equal(c->q[j].m.type, RAFT_MSG_APPEND);
+        assert_int_equal(c->q[j].m.entry_count, entry_count);
+    }
+}
+
+/* A 3-member cluster with appends_quorum_first, member 1 elected, entry 2 proposed and
+ * flushed: exactly one follower (*chosen) was sent it, at c->q[*first]. */
+static void t_quorum_first_flush_one(struct t_cluster *c, uint32_t *first, uint64_t *chosen,
+                                     uint64_t *other)
+{
+    t_init_flushing(c, 3, true, true);
+    t_elect(c, 0);
+    assert_int_equal(raft_commit_index(c->r[0]), 1);
+    assert_false(raft_flush_due(c->r[0]));
+    t_propose(c, 0, 1, CLUSTER_OK); /* entry 2 */
+    *first = c->qn;
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    assert_int_equal(t_step(c, 0, &flush), CLUSTER_OK);
+    assert_int_equal(c->qn - *first, 1);
+    assert_int_equal(c->q[*first].m.entry_count, 1);
+    *chosen = c->q[*first].m.to;
+    *other = *chosen == 2 ? 3 : 2;
+}
+
+/* appends_quorum_first: a flush goes to one follower of two (with the leader, a
+ * majority), and the one left out gets those entries with the next flush, in one
+ * APPEND with that flush's own; the followers take turns, each commit still comes on
+ * the first flush, and a flush with nothing new sends what was left out. */
+static void
+test_raft_step__quorum_first_flush_sends_to_a_majority_and_the_rest_next_time(void **state)
+{
+    struct t_cluster c;
+    uint32_t first;
+    uint64_t chosen, other;
+    t_quorum_first_flush_one(&c, &first, &chosen, &other);
+    assert_true(raft_flush_due(c.r[0])); /* the other follower waits for a flush */
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 2);
+    assert_int_equal(raft_match_index(c.r[0], other), 1);
+    /* The next flush: the follower left out first, with entries 2 and 3. */
+    t_propose(&c, 0, 2, CLUSTER_OK); /* entry 3 */
+    t_flush_expect_appends_to(&c, &other, 1, 2);
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 3);
+    assert_int_equal(raft_match_index(c.r[0], other), 3);
+    assert_int_equal(raft_match_index(c.r[0], chosen), 2);
+    /* Its answer did not send entry 3 to the follower left out this time... */
+    assert_true(raft_flush_due(c.r[0]));
+    /* ...a flush with nothing new does. */
+    t_flush_expect_appends_to(&c, &chosen, 1, 1);
+    t_deliver_all(&c);
+    assert_int_equal(raft_match_index(c.r[0], chosen), 3);
+    assert_false(raft_flush_due(c.r[0]));
+    t_free(&c);
+}
+
+/* appends_quorum_first relies on a follower only if it has answered everything sent to
+ * it: when the chosen follower has gone silent, commits wait at most one flush, and
+ * from then on every flush goes to both followers. */
+static void
+test_raft_step__quorum_first_flush_goes_to_all_when_a_chosen_follower_is_silent(void **state)
+{
+    struct t_cluster c;
+    uint32_t first;
+    uint64_t chosen, other;
+    t_quorum_first_flush_one(&c, &first, &chosen, &other);
+    struct raft_event flush = {.type = RAFT_EVENT_FLUSH};
+    c.cut[chosen - 1] = true; /* it dies with entry 2 on its way */
+    c.qn = first;
+    t_deliver_all(&c);
+    assert_int_equal(raft_commit_index(c.r[0]), 1); /* waits for one flush */
+    for (uint8_t v = 2; v <= 5; v++) {
+        t_propose(&c, 0, v, CLUSTER_OK);
+        assert_int_equal(t_step(&c, 0, &flush), CLUSTER_OK);
+        t_deliver_all(&c);
+        assert_int_equal(raft_match_index(c.r[0], other), v + 1);
+        assert_int_equal(raft_commit_index(c.r[0]), v + 1);
+    }
+    assert_int_equal(raft_match_index(c.r[0], chosen), 1); /* silent since the no-op */
     t_free(&c);
 }
 
@@ -752,6 +859,10 @@ int main(void)
         cmocka_unit_test(test_raft_step__appends_on_flush_sends_a_turns_proposals_in_one_append),
         cmocka_unit_test(test_raft_step__appends_on_flush_answers_leave_new_proposals_to_the_flush),
         cmocka_unit_test(test_raft_step__appends_on_flush_sends_what_a_heartbeat_left),
+        cmocka_unit_test(
+            test_raft_step__quorum_first_flush_sends_to_a_majority_and_the_rest_next_time),
+        cmocka_unit_test(
+            test_raft_step__quorum_first_flush_goes_to_all_when_a_chosen_follower_is_silent),
         cmocka_unit_test(test_raft_step__leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_step__follower_acks_only_when_persisted),
         cmocka_unit_test(test_raft_step__conflicting_suffix_truncated),
