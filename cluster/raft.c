@@ -986,7 +986,7 @@ static int raft_on_snapshot_installed(struct raft *r, const struct raft_event *e
  * core (tools/bench, 3 members on CPU 0) a follower's cost is mostly per message and
  * per sync (context switches in nanomsg's threads and the log worker), not per entry;
  * alternated A/B at 32 writers, followers synced 24-27 sets per batch instead of 16
- * and cost 10.1-12.5 us of CPU per set instead of 14.1-15.6.
+ * and cost 10.1-11.6 us of CPU per set instead of 13.8-14.6.
  *
  * Durability and safety are untouched: a commit still needs a majority's durable
  * copies, and when entries are sent is the leader's to choose (3.5). Only liveness
