@@ -125,9 +125,10 @@ struct raft_config {
      * followers as a commit needs besides the leader (majority - 1), taking turns; the
      * others get them with a later flush, in one APPEND with the entries of that flush
      * (raft.c, raft_flush). Each follower then receives, syncs and answers once per two
-     * log writes of the leader's in a 3-member cluster. Only followers known to keep up
-     * are relied on: if one of the chosen has not answered everything sent to it, the
-     * flush goes to every follower. */
+     * log writes of the leader's in a 3-member cluster. Only members known to keep up
+     * are relied on: if one of the chosen followers has not answered everything sent to
+     * it, or the leader's own log lags behind the flush's entries, the flush goes to
+     * every follower. */
     bool appends_quorum_first;
     /* The only source of randomness: returns a uniformly random 32-bit value. */
     uint32_t (*random)(void *arg);
