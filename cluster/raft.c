@@ -997,9 +997,7 @@ static int raft_on_snapshot_installed(struct raft *r, const struct raft_event *e
  * same holds for the leader itself: while its own log write lags (fdatasync stalls of
  * 60-100 ms occur on this VM's disk), every flush goes to all followers, which then
  * commit alone; otherwise each batch during such a stall would wait for the host's
- * bounded wait and next loop turn before its second follower got it. (The cluster's
- * p99 spikes seen in probes, 12-86 ms at 32 writers, came with stalls of 100 ms on all
- * three members' disks at once, which no replication policy can hide.) */
+ * bounded wait and next loop turn before its second follower got it. */
 static bool raft_peer_keeps_up(const struct raft_peer *p)
 {
     return p->match_index + 1 >= p->next_index;
@@ -1036,10 +1034,8 @@ static void raft_flush(struct raft *r)
     }
     uint32_t now_count = due_count;
     uint32_t needed = r->majority - 1;
-    /* The leader counts itself only if its own log is keeping up: everything before this
-     * flush's entries is durable here. While its write is slow (this flush comes from
-     * the host's bounded wait, engine_flush), a commit needs followers only, so they all
-     * get the entries at once, as before the option. */
+    /* The leader keeps up if everything before this flush's entries is durable here
+     * (see above raft_peer_keeps_up). */
     bool leader_keeps_up = r->persisted_index + 1 >= from;
     if (r->config.appends_quorum_first && from != 0 && due_count > needed && leader_keeps_up) {
         bool chosen_keep_up = true;
