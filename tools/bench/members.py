@@ -11,8 +11,10 @@ and prints per run and as medians:
   ops/s, p50/p99      what the client saw
   cpu0 / cpu1 %       how busy each core was (from /proc/stat): with cpu0 near 100 %,
                       the servers' core is the limit and throughput = 1 / CPU per write
-  per member          microseconds of CPU (utime+stime, threads and reaped children) per
-                      write, and the writes each of its log's fdatasyncs covered
+  per member          role (S standalone, L leader, F follower) and three figures:
+                      microseconds of CPU (utime+stime, threads and reaped children) per
+                      write / the writes each of its log's fdatasyncs covered / context
+                      switches of all its threads per fdatasync (/proc/PID/task/*/status)
 
   tools/bench/members.py [--corrald build-release/corrald] [--connections 32]
                          [--seconds 10] [--pairs 3] [--modes set,create]
@@ -54,6 +56,21 @@ def cpu_times():
     return out
 
 
+def context_switches(pid):
+    """Voluntary and involuntary context switches of every thread of pid, summed."""
+    total = 0
+    task_dir = f"/proc/{pid}/task"
+    for tid in os.listdir(task_dir):
+        try:
+            with open(f"{task_dir}/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass  # a thread that ended between listdir and open
+    return total
+
+
 def busy_pct(before, after, name):
     busy = after[name][0] - before[name][0]
     total = after[name][1] - before[name][1]
@@ -88,6 +105,7 @@ def one_run(binary, members, mode, args):
         # warm-up, not recorded: the first seconds allocate the tree and the log's segment
         rc, out, err = bench.run_child(bench.driver_cmd(system, "set", args.connections, 2), 60)
         cpu0 = [bench.cpu_seconds(p.pid) for p in system.procs]
+        switches0 = [context_switches(p.pid) for p in system.procs]
         st0 = [stats(system, i) for i in range(members)]
         core0 = cpu_times()
         rc, out, err = bench.run_child(
@@ -95,6 +113,7 @@ def one_run(binary, members, mode, args):
             args.seconds + 60)
         core1 = cpu_times()
         cpu1 = [bench.cpu_seconds(p.pid) for p in system.procs]
+        switches1 = [context_switches(p.pid) for p in system.procs]
         st1 = [stats(system, i) for i in range(members)]
         result = bench.parse_result(out)
         if rc != 0 or not result:
@@ -106,7 +125,9 @@ def one_run(binary, members, mode, args):
             records = st1[i]["wal_records"] - st0[i]["wal_records"]
             role = "S" if members == 1 else ("L" if i == system.leader else "F")
             per_member.append({"role": role, "us_per_op": 1e6 * (cpu1[i] - cpu0[i]) / ops,
-                               "records_per_sync": records / batches if batches else 0.0})
+                               "records_per_sync": records / batches if batches else 0.0,
+                               "switches_per_sync": (switches1[i] - switches0[i]) / batches
+                               if batches else 0.0})
         return {"members": members, "mode": mode, "ops_per_s": result["ops_per_s"],
                 "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
                 "errors": int(result.get("errors", 0)),
@@ -119,7 +140,7 @@ def one_run(binary, members, mode, args):
 
 def show(run):
     members = " ".join(f"{m['role']} {m['us_per_op']:5.1f} us/{m['records_per_sync']:4.1f}"
-                       for m in run["per_member"])
+                       f"/{m['switches_per_sync']:4.1f}" for m in run["per_member"])
     label = "standalone" if run["members"] == 1 else f"cluster-{run['members']}"
     print(f"{label:10} {run['mode']:6} {run['ops_per_s']:8.0f}/s  p50 {run['p50_ms']:5.2f} "
           f"p99 {run['p99_ms']:6.2f} ms  cpu0 {run['cpu0_pct']:3.0f}% cpu1 {run['cpu1_pct']:3.0f}%"
@@ -131,7 +152,7 @@ def median_range(values):
 
 
 def summary(runs, modes):
-    print("\nmedians (min-max); per member: us of CPU per write")
+    print("\nmedians (min-max) per member: us of CPU per write; context switches per log sync")
     for mode in modes:
         alone = [r for r in runs if r["mode"] == mode and r["members"] == 1]
         cluster = [r for r in runs if r["mode"] == mode and r["members"] > 1]
@@ -139,15 +160,18 @@ def summary(runs, modes):
             continue
         a = statistics.median(r["ops_per_s"] for r in alone)
         c = statistics.median(r["ops_per_s"] for r in cluster)
-        roles = {}
+        cost, switches = {}, {}
         for r in alone + cluster:
             for m in r["per_member"]:
-                roles.setdefault(m["role"], []).append(m["us_per_op"])
+                cost.setdefault(m["role"], []).append(m["us_per_op"])
+                switches.setdefault(m["role"], []).append(m["switches_per_sync"])
         whole = [sum(m["us_per_op"] for m in r["per_member"]) for r in cluster]
-        print(f"{mode}: standalone {a:.0f}/s, cluster {c:.0f}/s = {100 * c / a:.0f} % | "
-              f"standalone {median_range(roles['S'])}, leader {median_range(roles['L'])}, "
-              f"follower {median_range(roles['F'])}, cluster's members together "
-              f"{median_range(whole)}")
+        print(f"{mode}: standalone {a:.0f}/s, cluster {c:.0f}/s = {100 * c / a:.0f} %")
+        for role, name in (("S", "standalone"), ("L", "leader"), ("F", "follower")):
+            if role in cost:
+                print(f"  {name:10} {median_range(cost[role])} us, "
+                      f"{median_range(switches[role])} switches")
+        print(f"  the cluster's members together {median_range(whole)} us")
 
 
 def main():
