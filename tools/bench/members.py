@@ -18,7 +18,14 @@ and prints per run and as medians:
 
   tools/bench/members.py [--corrald build-release/corrald] [--connections 32]
                          [--seconds 10] [--pairs 3] [--modes set,create]
-                         [--placement shared|leader-alone]
+                         [--placement shared|leader-alone] [--threads]
+
+--threads adds, per member and per log sync, each thread's microseconds of CPU and its
+voluntary + involuntary context switches: "loop" is corrald's main thread (HTTP, the
+engine, Raft); the others are named by their thread id's offset from the process's. In a
+cluster member the first of them is nanomsg's worker (it reads and writes the peer
+sockets), and the four alike are libuv's pool (the log's pwrite + fdatasync, snapshots).
+An involuntary switch is a preemption: another thread on the core woke and took it.
 
 --placement shared (the default) pins every member to CPU 0, as run.sh does.
 --placement leader-alone moves the followers to CPU 1, beside the load generator, once
@@ -56,19 +63,39 @@ def cpu_times():
     return out
 
 
-def context_switches(pid):
-    """Voluntary and involuntary context switches of every thread of pid, summed."""
-    total = 0
+def thread_counters(pid):
+    """{tid: [CPU seconds, voluntary, involuntary context switches]} of every thread of
+    pid (/proc/PID/task/*/stat and status). A thread that ends during a run drops out."""
+    out = {}
     task_dir = f"/proc/{pid}/task"
     for tid in os.listdir(task_dir):
         try:
+            with open(f"{task_dir}/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            counters = [(int(fields[11]) + int(fields[12])) / bench.TICK, 0, 0]
             with open(f"{task_dir}/{tid}/status") as f:
                 for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        total += int(line.split()[1])
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        counters[1] = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        counters[2] = int(line.split()[1])
+            out[int(tid)] = counters
         except FileNotFoundError:
             pass  # a thread that ended between listdir and open
-    return total
+    return out
+
+
+def thread_figures(pid, before, after, syncs):
+    """Per thread, per log sync: [name, us of CPU, voluntary, involuntary switches]; the
+    main thread (corrald's loop) first, then the others by thread id."""
+    rows = []
+    for tid in sorted(after, key=lambda t: (t != pid, t)):
+        b = before.get(tid, [0.0, 0, 0])
+        a = after[tid]
+        name = "loop" if tid == pid else f"+{tid - pid}"
+        rows.append([name, 1e6 * (a[0] - b[0]) / syncs, (a[1] - b[1]) / syncs,
+                     (a[2] - b[2]) / syncs])
+    return [r for r in rows if r[1] or r[2] or r[3]]
 
 
 def busy_pct(before, after, name):
@@ -105,7 +132,7 @@ def one_run(binary, members, mode, args):
         # warm-up, not recorded: the first seconds allocate the tree and the log's segment
         rc, out, err = bench.run_child(bench.driver_cmd(system, "set", args.connections, 2), 60)
         cpu0 = [bench.cpu_seconds(p.pid) for p in system.procs]
-        switches0 = [context_switches(p.pid) for p in system.procs]
+        threads0 = [thread_counters(p.pid) for p in system.procs]
         st0 = [stats(system, i) for i in range(members)]
         core0 = cpu_times()
         rc, out, err = bench.run_child(
@@ -113,7 +140,7 @@ def one_run(binary, members, mode, args):
             args.seconds + 60)
         core1 = cpu_times()
         cpu1 = [bench.cpu_seconds(p.pid) for p in system.procs]
-        switches1 = [context_switches(p.pid) for p in system.procs]
+        threads1 = [thread_counters(p.pid) for p in system.procs]
         st1 = [stats(system, i) for i in range(members)]
         result = bench.parse_result(out)
         if rc != 0 or not result:
@@ -124,10 +151,12 @@ def one_run(binary, members, mode, args):
             batches = st1[i]["wal_batches"] - st0[i]["wal_batches"]
             records = st1[i]["wal_records"] - st0[i]["wal_records"]
             role = "S" if members == 1 else ("L" if i == system.leader else "F")
+            threads = thread_figures(system.procs[i].pid, threads0[i], threads1[i],
+                                     max(1, batches))
             per_member.append({"role": role, "us_per_op": 1e6 * (cpu1[i] - cpu0[i]) / ops,
                                "records_per_sync": records / batches if batches else 0.0,
-                               "switches_per_sync": (switches1[i] - switches0[i]) / batches
-                               if batches else 0.0})
+                               "switches_per_sync": sum(t[2] + t[3] for t in threads),
+                               "threads": threads})
         return {"members": members, "mode": mode, "ops_per_s": result["ops_per_s"],
                 "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
                 "errors": int(result.get("errors", 0)),
@@ -136,6 +165,12 @@ def one_run(binary, members, mode, args):
     finally:
         system.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def show_threads(run):
+    for m in run["per_member"]:
+        print(f"    {m['role']}: " + ", ".join(
+            f"{name} {us:.0f} us {vol:.1f}+{invol:.1f}" for name, us, vol, invol in m["threads"]))
 
 
 def show(run):
@@ -184,6 +219,8 @@ def main():
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--modes", default="set,create")
     ap.add_argument("--placement", choices=["shared", "leader-alone"], default="shared")
+    ap.add_argument("--threads", action="store_true",
+                    help="also each thread's CPU and switches per log sync")
     ap.add_argument("--work-dir", default="/var/tmp/corral-bench")
     args = ap.parse_args()
     modes = args.modes.split(",")
@@ -204,6 +241,8 @@ def main():
             for members in order:
                 run = one_run(binary, members, mode, args)
                 show(run)
+                if args.threads:
+                    show_threads(run)
                 runs.append(run)
     summary(runs, modes)
 
