@@ -34,6 +34,8 @@ struct api_server {
     const struct config *config;
     api_log_fn log;
     void *log_data;
+    void (*peer_stats)(void *data, struct api_peer_stats *out);
+    void *peer_stats_data;
 
     struct MHD_Daemon *mhd;
     int listen_fd;
@@ -655,6 +657,8 @@ int api_server_start(const struct api_server_options *options, struct api_server
     s->config = options->config;
     s->log = options->log;
     s->log_data = options->log_data;
+    s->peer_stats = options->peer_stats;
+    s->peer_stats_data = options->peer_stats_data;
     /* MHD's idle timeout applies to a held connection (not to a suspended one), so a
      * request timeout that reaches it means suspending every write. */
     s->held_max = s->config->request_timeout_ms < HTTP_IDLE_TIMEOUT_S * 1000 ? HTTP_HELD_MAX : 0;
@@ -747,6 +751,13 @@ void api_server_stop(struct api_server *s, void (*closed)(void *arg), void *arg)
 struct engine *api_server_engine(const struct api_server *s)
 {
     return s->engine;
+}
+
+void api_server_peer_stats(const struct api_server *s, struct api_peer_stats *out)
+{
+    *out = (struct api_peer_stats){0};
+    if (s->peer_stats != NULL)
+        s->peer_stats(s->peer_stats_data, out);
 }
 
 const struct config *api_server_config(const struct api_server *s)

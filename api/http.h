@@ -86,12 +86,28 @@ struct api_request {
     uint64_t park_deadline_ms;
 };
 
+/* The peer transport's counters since start, for /v1/stats (in the spirit of
+ * ZooKeeper's packets sent and received): frames are the transport's units on the
+ * wire (a message over its chunk size travels as several); rejected frames failed the
+ * header, length or checksum checks or came from a non-member; dropped messages were
+ * given up unsent (a member's queue full, or stale). */
+struct api_peer_stats {
+    uint64_t frames_sent;
+    uint64_t frames_received;
+    uint64_t frames_rejected;
+    uint64_t messages_dropped;
+};
+
 struct api_server_options {
     uv_loop_t *loop;
     struct engine *engine;       /* borrowed; outlives the server */
     const struct config *config; /* borrowed; outlives the server */
     api_log_fn log;
     void *log_data;
+    /* Quorum mode: fills the peer counters (on the loop thread). NULL when standalone:
+     * the counters then read 0. */
+    void (*peer_stats)(void *data, struct api_peer_stats *out);
+    void *peer_stats_data;
 };
 
 /* Binds the listen socket and starts serving on the loop. Returns 0 with *out owned
@@ -117,6 +133,8 @@ void api_server_stop(struct api_server *s, void (*closed)(void *arg), void *arg)
 struct engine *api_server_engine(const struct api_server *s);
 const struct config *api_server_config(const struct api_server *s);
 bool api_server_shutting_down(const struct api_server *s);
+/* The peer transport's counters, all 0 for a standalone server. */
+void api_server_peer_stats(const struct api_server *s, struct api_peer_stats *out);
 
 /* Logs through the server's logger (printf-style). */
 void api_server_log(const struct api_server *s, int level, const char *format, ...)

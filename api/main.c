@@ -162,6 +162,19 @@ static int corrald_run_blocking(void *data, void (*work)(void *arg), void (*done
 
 /* ---- quorum mode: the transport between members ---- */
 
+static void corrald_peer_stats(void *data, struct api_peer_stats *out)
+{
+    struct corrald *d = data;
+    if (d->transport == NULL)
+        return; /* not started yet, or stopped: the counters stay 0 */
+    struct transport_stats ts;
+    transport_stats_get(d->transport, &ts);
+    out->frames_sent = ts.frames_sent;
+    out->frames_received = ts.frames_received;
+    out->frames_rejected = ts.frames_rejected;
+    out->messages_dropped = ts.messages_dropped;
+}
+
 static void corrald_send(void *data, uint64_t to, enum engine_channel channel, const void *bytes,
                          size_t length)
 {
@@ -438,6 +451,8 @@ int main(int argc, char **argv)
         .config = &d->config,
         .log = corrald_log,
         .log_data = d,
+        .peer_stats = d->config.member_count > 1 ? corrald_peer_stats : NULL,
+        .peer_stats_data = d,
     };
     if (api_server_start(&so, &d->server, error, sizeof error) != 0) {
         corrald_log(d, 3, error);

@@ -6,6 +6,8 @@ across members, expires them on the leader only, and shows itself in /v1/cluster
 not with 2."""
 
 import os
+import socket
+import struct
 import sys
 import time
 
@@ -15,6 +17,7 @@ from cluster_harness import ClusterTestCase, wait_until_value  # noqa: E402
 
 MIN_ZXID = "Corral-Min-Zxid"
 ARGS = ["--tick-ms", "200", "--request-timeout-ms", "3000"]
+NN_PUSH = 80  # nanomsg's protocol number of a PUSH socket, sent in the SP header
 
 
 class ClusterCase(ClusterTestCase):
@@ -184,6 +187,55 @@ class ThreeMembers(ClusterCase):
             info = f.client().cluster().body
             lead = [m for m in info["members"] if m["id"] == leader.id][0]
             self.assertTrue(lead["reachable"], info)
+
+    def test_stats_count_the_frames_between_members(self):
+        # /v1/stats carries the peer transport's counters (ZooKeeper's mntr has its
+        # packets sent and received): writes through the leader go to both followers and
+        # are answered, and healthy members reject nothing from one another.
+        leader, followers = self.leader_and_followers()
+        before = {m.id: m.client().request("GET", "/v1/stats").body for m in self.cluster}
+        for i in range(10):
+            self.assertEqual(leader.client().create("/peerstats%d" % i, "x").status, 201)
+        for m in self.cluster:
+            after = m.client().request("GET", "/v1/stats").body
+            for key in ("peer_frames_sent", "peer_frames_received"):
+                self.assertGreater(after[key], before[m.id][key], (m.id, key, after))
+            self.assertEqual(after["peer_frames_rejected"],
+                             before[m.id]["peer_frames_rejected"], (m.id, after))
+
+    def test_a_stranger_on_the_peer_port_is_counted_not_heard(self):
+        # Someone who is not a member speaks nanomsg's wire protocol to a follower's
+        # peer port (the SP header of a PUSH socket, then length-prefixed messages) and
+        # sends frames that are not the transport's: each is counted as rejected, none
+        # reaches Raft, and the cluster goes on committing.
+        leader, followers = self.leader_and_followers()
+        target = followers[0]
+        before = target.client().request("GET", "/v1/stats").body["peer_frames_rejected"]
+
+        def rejected_since():
+            return target.client().request("GET", "/v1/stats").body[
+                "peer_frames_rejected"] - before
+
+        junk = [b"not a frame", b"\x00" * 64, bytes(range(256)) * 4]
+        with socket.create_connection(("127.0.0.1", target.peer_port), timeout=5) as s:
+            s.sendall(b"\x00SP\x00" + struct.pack(">H", NN_PUSH) + b"\x00\x00")
+            header = b""
+            while len(header) < 8:
+                chunk = s.recv(8 - len(header))
+                self.assertTrue(chunk, "the peer port closed during the SP handshake")
+                header += chunk
+            self.assertEqual(header[:4], b"\x00SP\x00", header)
+            for message in junk:
+                s.sendall(struct.pack(">Q", len(message)) + message)
+            wait_until_value(lambda: rejected_since() >= len(junk), 10.0,
+                             message="the junk frames counted as rejected")
+        self.assertEqual(rejected_since(), len(junk))
+        r = leader.client().create("/afterjunk", "ok")
+        self.assertEqual(r.status, 201, r)
+        got = target.client().request("GET", "/v1/znodes/afterjunk",
+                                      headers={MIN_ZXID: str(r.zxid)})
+        self.assertEqual(got.status, 200, got)
+        self.assertEqual(target.client().cluster().body["leader"], leader.id)
 
 
 def set_as_a_client_would(member, path, value, timeout=30.0):

@@ -516,6 +516,9 @@ class OpenApiConformanceTest(ServerTestCase):
             self.assertIsInstance(value, int, name)
             self.assertGreaterEqual(value, 0, name)
         self.assertGreaterEqual(r.body["nodes"], 2, r.body)   # / and /zookeeper
+        for name in ("peer_frames_sent", "peer_frames_received", "peer_frames_rejected",
+                     "peer_messages_dropped"):
+            self.assertEqual(r.body[name], 0, name)  # a standalone server has no peers
 
     def test_stats_split_log_time_into_pwrite_and_fdatasync(self):
         before = self.c.request("GET", "/v1/stats").body
