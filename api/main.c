@@ -3,9 +3,11 @@
  * shutdown, all on one libuv loop thread. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,9 +127,19 @@ struct corrald_job {
     void *arg;
 };
 
+/* Names each of libuv's pool threads once, on its first job, so that `top -H` and
+ * /proc/PID/task/TID/comm tell the log's writers and the snapshot writer ("corral-worker")
+ * from the event loop, which keeps the process's name. libuv creates the pool and has no
+ * hook of its own for it. */
+static _Thread_local bool corrald_worker_named;
+
 static void corrald_job_work(uv_work_t *req)
 {
     struct corrald_job *job = req->data;
+    if (!corrald_worker_named) {
+        corrald_worker_named = true;
+        (void)pthread_setname_np(pthread_self(), "corral-worker"); /* cosmetic: may fail */
+    }
     job->work(job->arg);
 }
 

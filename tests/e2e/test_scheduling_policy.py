@@ -7,7 +7,9 @@ makes it much slower beside other busy programs, main.c); with batch, every thre
 the running server (the loop, libuv's pool that writes the log, and in a cluster
 nanomsg's thread) has it, because a thread that kept the normal policy would still
 preempt the others on wake-up; a bad value is refused at start with a message that
-names the option; --help shows the default."""
+names the option; --help shows the default. And `top -H` tells the threads apart: the
+pool's threads, which write the log, are named corral-worker, while the main thread keeps
+the name the process is known by."""
 
 import os
 import subprocess
@@ -23,6 +25,15 @@ def thread_policies(pid):
     """{thread id: policy} of every thread of process pid, from the kernel."""
     tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
     return {tid: os.sched_getscheduler(tid) for tid in tids}
+
+
+def thread_names(pid):
+    """{thread id: name} of every thread of process pid (/proc/PID/task/TID/comm)."""
+    names = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            names[int(tid)] = f.read().strip()
+    return names
 
 
 class SchedulingPolicyTest(unittest.TestCase):
@@ -41,6 +52,19 @@ class SchedulingPolicyTest(unittest.TestCase):
         try:
             # the loop and at least one log worker
             self.write_then_check_threads(server.client(), [server.pid], want, 2)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        server.cleanup()
+
+    def test_log_workers_are_named_and_the_process_keeps_its_name(self):
+        server = Server("thread_names", ())
+        server.start()
+        try:
+            for i in range(20):
+                self.assertEqual(server.client().create("/t%d" % i, "x").status, 201)
+            names = thread_names(server.pid)
+            self.assertEqual(names[server.pid], "corrald", names)  # what ps and pgrep show
+            self.assertIn("corral-worker", names.values(), names)
         finally:
             self.assertEqual(server.stop(), 0)
         server.cleanup()

@@ -22,9 +22,9 @@ and prints per run and as medians:
 
 --threads adds, per member and per log sync, each thread's microseconds of CPU and its
 voluntary + involuntary context switches: "loop" is corrald's main thread (HTTP, the
-engine, Raft); the others are named by their thread id's offset from the process's. In a
-cluster member the first of them is nanomsg's worker (it reads and writes the peer
-sockets), and the four alike are libuv's pool (the log's pwrite + fdatasync, snapshots).
+engine, Raft), "worker" libuv's pool (threads named corral-worker: the log's pwrite +
+fdatasync, snapshots), "nanomsg" the unnamed thread a cluster member also has (nanomsg's
+worker, which reads and writes the peer sockets); each with its thread id's offset.
 An involuntary switch is a preemption: another thread on the core woke and took it.
 
 --placement shared (the default) pins every member to CPU 0, as run.sh does.
@@ -64,15 +64,18 @@ def cpu_times():
 
 
 def thread_counters(pid):
-    """{tid: [CPU seconds, voluntary, involuntary context switches]} of every thread of
-    pid (/proc/PID/task/*/stat and status). A thread that ends during a run drops out."""
+    """{tid: [CPU seconds, voluntary, involuntary context switches, name]} of every
+    thread of pid (/proc/PID/task/*/stat, status and comm). A thread that ends during a
+    run drops out."""
     out = {}
     task_dir = f"/proc/{pid}/task"
     for tid in os.listdir(task_dir):
         try:
             with open(f"{task_dir}/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            counters = [(int(fields[11]) + int(fields[12])) / bench.TICK, 0, 0]
+            with open(f"{task_dir}/{tid}/comm") as f:
+                name = f.read().strip()
+            counters = [(int(fields[11]) + int(fields[12])) / bench.TICK, 0, 0, name]
             with open(f"{task_dir}/{tid}/status") as f:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches:"):
@@ -90,9 +93,14 @@ def thread_figures(pid, before, after, syncs):
     main thread (corrald's loop) first, then the others by thread id."""
     rows = []
     for tid in sorted(after, key=lambda t: (t != pid, t)):
-        b = before.get(tid, [0.0, 0, 0])
+        b = before.get(tid, [0.0, 0, 0, ""])
         a = after[tid]
-        name = "loop" if tid == pid else f"+{tid - pid}"
+        if tid == pid:
+            name = "loop"
+        elif a[3] == "corral-worker":
+            name = f"worker+{tid - pid}"
+        else:
+            name = f"{'nanomsg' if a[3] == after[pid][3] else a[3]}+{tid - pid}"
         rows.append([name, 1e6 * (a[0] - b[0]) / syncs, (a[1] - b[1]) / syncs,
                      (a[2] - b[2]) / syncs])
     return [r for r in rows if r[1] or r[2] or r[3]]
