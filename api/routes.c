@@ -1016,11 +1016,14 @@ static void routes_stats(struct api_request *r)
         json_array_append_new(histogram, json_pack("{s:o,s:I}", "le_us", bound, "count",
                                                    (json_int_t)st.wal.fdatasync_histogram[i]));
     }
+    /* The peer counters come from the transport (through main.c), not the engine. */
+    struct api_peer_stats peers;
+    api_server_peer_stats(r->server, &peers);
     /* One pack; jansson takes the histogram's reference even when it fails (NULL: out
      * of memory). */
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
-        "s:I,s:I,s:o}",
+        "s:I,s:I,s:o,s:I,s:I,s:I,s:I}",
         "nodes", (json_int_t)st.nodes, "wal_sync_us", (json_int_t)st.wal.cycle_us, "wal_write_us",
         (json_int_t)(st.wal.pwrite_us + st.wal.fdatasync_us), "sessions", (json_int_t)st.sessions,
         "data_bytes", (json_int_t)st.data_bytes, "wal_batches", (json_int_t)st.wal.batches,
@@ -1035,20 +1038,10 @@ static void routes_stats(struct api_request *r)
         "wal_zero_bytes", (json_int_t)st.wal.zero_bytes, "wal_pwrite_us",
         (json_int_t)st.wal.pwrite_us, "wal_fdatasync_us", (json_int_t)st.wal.fdatasync_us,
         "wal_fdatasync_max_us", (json_int_t)st.wal.fdatasync_max_us, "wal_fdatasync_histogram",
-        histogram);
-    /* The peer counters come from the transport (through main.c), not the engine. */
-    struct api_peer_stats peers;
-    api_server_peer_stats(r->server, &peers);
-    json_t *peer_counters =
-        json_pack("{s:I,s:I,s:I,s:I}", "peer_frames_sent", (json_int_t)peers.frames_sent,
-                  "peer_frames_received", (json_int_t)peers.frames_received, "peer_frames_rejected",
-                  (json_int_t)peers.frames_rejected, "peer_messages_dropped",
-                  (json_int_t)peers.messages_dropped);
-    if (o != NULL && (peer_counters == NULL || json_object_update(o, peer_counters) != 0)) {
-        json_decref(o);
-        o = NULL;
-    }
-    json_decref(peer_counters);
+        histogram, "peer_frames_sent", (json_int_t)peers.frames_sent, "peer_frames_received",
+        (json_int_t)peers.frames_received, "peer_frames_rejected",
+        (json_int_t)peers.frames_rejected, "peer_messages_dropped",
+        (json_int_t)peers.messages_dropped);
     if (!o) {
         api_request_respond_error(r, CORRAL_E_NO_MEMORY, NULL, NULL, 0, -1);
         return;

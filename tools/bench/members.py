@@ -71,6 +71,8 @@ def thread_counters(pid):
     task_dir = f"/proc/{pid}/task"
     for tid in os.listdir(task_dir):
         try:
+            # Not bench.cpu_seconds: a thread's stat repeats its process's reaped
+            # children (cutime, cstime), which belong to no one thread.
             with open(f"{task_dir}/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             with open(f"{task_dir}/{tid}/comm") as f:
